@@ -1,0 +1,1 @@
+"""Worker pools and scaler events arrive with the scaler issue."""
