@@ -1,0 +1,1 @@
+"""Stand-ins for programs that cannot be installed here, and test records."""
