@@ -3,10 +3,24 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
+from campaigns.errors import DefinitionError
+from campaigns.services import definition_schema as schema
 from workers.runtime import registry
+
+
+def _checked(instance: models.Model, checks: dict) -> None:
+    """Run schema checks on fields, store their canonical values, raise all failures at once."""
+    errors = {}
+    for field, check in checks.items():
+        try:
+            setattr(instance, field, check(getattr(instance, field)))
+        except DefinitionError as exc:
+            errors[field] = str(exc)
+    if errors:
+        raise ValidationError(errors)
 
 
 class Dataset(models.Model):
@@ -76,24 +90,35 @@ class Campaign(models.Model):
         PAUSED = "paused"
         DONE = "done"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     class Priority(models.TextChoices):
         HIGH = "high"
         NORMAL = "normal"
         LOW = "low"
 
-    name = models.SlugField(max_length=100, unique=True)
+    name = models.SlugField(max_length=schema.NAME_MAX_LENGTH, unique=True)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="campaigns")
-    function = models.CharField(max_length=100, choices=registry.task_choices)
-    job_timeout = models.PositiveIntegerField("job timeout (s)", default=3600,
+    function = models.CharField(max_length=100, choices=registry.task_choices,
+                                help_text="a task function of the registry")
+    job_timeout = models.PositiveIntegerField("job timeout (s)", default=schema.DEFAULT_JOB_TIMEOUT,
                                               validators=[MinValueValidator(1)])
-    output_key = models.CharField(max_length=100)
-    queue = models.CharField(max_length=100, default="default")
+    output_key = models.SlugField(max_length=schema.NAME_MAX_LENGTH,
+                                  help_text="results go to record[output key][arg set name]")
+    queue = models.CharField(
+        max_length=schema.NAME_MAX_LENGTH, default=schema.DEFAULT_QUEUE,
+        validators=[RegexValidator(schema.QUEUE_PATTERN, f"allowed: {schema.QUEUE_RULE}")],
+    )
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
-    max_attempts = models.PositiveSmallIntegerField(default=3, validators=[MinValueValidator(1)])
-    query = models.JSONField("selection query", default=dict, blank=True)
-    projection = models.JSONField(default=list, blank=True)
+    max_attempts = models.PositiveSmallIntegerField(default=schema.DEFAULT_MAX_ATTEMPTS,
+                                                    validators=[MinValueValidator(1)])
+    query = models.JSONField("selection query", default=dict, blank=True,
+                             help_text='a MongoDB-style filter, e.g. {"wb97mv.wb97md3bj": null}')
+    projection = models.JSONField(default=list, blank=True, help_text="a list of record field names")
     state = models.CharField(max_length=10, choices=State.choices, default=State.DRAFT)
+    # Bumped whenever the arg sets change, so that job ids (and the spec key in Redis) of the
+    # old arg sets are never mistaken for the new ones.
+    spec_version = models.PositiveIntegerField(default=1, editable=False)
     notes = models.TextField(blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -108,25 +133,33 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def queue_spec(self) -> str:
+        """The queue as a job definition file writes it: "name:priority"."""
+        return schema.format_queue(self.queue, self.priority)
+
     def clean(self) -> None:
-        try:
-            self.function = registry.canonical_task_name(self.function)
-        except registry.UnknownNameError as exc:
-            raise ValidationError({"function": str(exc)}) from None
+        _checked(self, {
+            # An empty function already failed as a blank field; one error is enough.
+            "function": lambda value: schema.check_task_name(value) if value else value,
+            "query": schema.check_query,
+            "projection": schema.check_projection,
+        })
 
 
 class ArgSet(models.Model):
     """One run of the campaign's function per record: its parameters, parsers and kept files.
 
     parameters: ORCA {"route": text}; XTB {"method", "task", "charge", "uhf", "flags"};
-    Vina {"receptor": {"name", "content"}, "center", "size", "exhaustiveness", "seed"}.
+    Vina {"receptor": {"name", "content"}, "center", "size", "exhaustiveness", "num_modes", "cpu",
+    "seed"}; the full rules are campaigns.services.definition_schema.PARAMETERS.
     parsers: {stream or file name: [parser names]}; keep_files: {stream or file name: pattern
     with {id}}.
     """
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="arg_sets")
     position = models.PositiveIntegerField(default=0)
-    name = models.SlugField(max_length=100)
+    name = models.SlugField(max_length=schema.NAME_MAX_LENGTH)
     parameters = models.JSONField(default=dict, blank=True)
     parsers = models.JSONField(default=dict, blank=True)
     keep_files = models.JSONField(default=dict, blank=True)
@@ -141,17 +174,61 @@ class ArgSet(models.Model):
         return f"{self.campaign_id}/{self.name}"
 
     def clean(self) -> None:
-        if not isinstance(self.parsers, dict):
-            raise ValidationError({"parsers": "must map a stream or file name to a list of parser names"})
-        for stream, names in self.parsers.items():
-            if not isinstance(names, list):
-                raise ValidationError({"parsers": f"{stream}: must be a list of parser names"})
-            for name in names:
-                try:
-                    registry.parser_entry(name)
-                except registry.UnknownNameError as exc:
-                    raise ValidationError({"parsers": f"{stream}: {exc}"}) from None
-        if not isinstance(self.keep_files, dict) or not all(
-            isinstance(v, str) and v for v in self.keep_files.values()
-        ):
-            raise ValidationError({"keep_files": "must map a stream or file name to a name pattern"})
+        function = self._campaign_function()
+        _checked(self, {
+            # Parameters depend on the function; without a valid one, its own error is enough.
+            "parameters": lambda value: schema.check_parameters(function, value) if function else value,
+            "parsers": schema.check_parsers,
+            "keep_files": schema.check_keep_files,
+        })
+
+    def _campaign_function(self) -> str:
+        try:
+            function = self.campaign.function
+        except Campaign.DoesNotExist:
+            return ""
+        return function if function in registry.task_names() else ""
+
+
+class Task(models.Model):
+    """The ledger: one row per (campaign, record), the source of truth for what is to do.
+
+    Redis holds only a window of queued jobs; a Redis that restarts empty is refilled from here.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="tasks")
+    record_id = models.CharField(max_length=200)
+    job_id = models.CharField(max_length=100, unique=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error_class = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    output_tail = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    wall_s = models.FloatField(null=True, blank=True)
+    cpu_s = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["campaign", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "record_id"], name="one_task_per_record"),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "state"], name="task_campaign_state"),
+            models.Index(fields=["state", "finished_at"], name="task_state_finished"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}:{self.record_id} ({self.state})"
