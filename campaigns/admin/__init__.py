@@ -1,0 +1,1 @@
+from . import campaigns, datasets  # noqa: F401  (registers the ModelAdmins)

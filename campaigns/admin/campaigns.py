@@ -1,0 +1,134 @@
+"""Admin for campaigns and their arg sets, with job definition file import and export."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+from django.contrib import admin, messages
+from django.db import models
+from django.forms import Textarea
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from campaigns.admin.actions import LIFECYCLE_ACTIONS
+from campaigns.errors import ApplicationError, DefinitionError
+from campaigns.forms import CampaignAdminForm, DefinitionUploadForm
+from campaigns.models import ArgSet, Campaign
+from campaigns.selectors import campaign_describe, campaign_get
+from campaigns.services.definitions import campaign_definition_parse, campaign_export, campaign_import
+
+_JSON_WIDGET = {models.JSONField: {"widget": Textarea(attrs={"rows": 4, "cols": 90})}}
+
+
+class ArgSetInline(admin.StackedInline):
+    model = ArgSet
+    extra = 0
+    ordering = ["position", "id"]
+    fields = ["position", "name", "parameters", "parsers", "keep_files"]
+    formfield_overrides = _JSON_WIDGET
+
+
+def _yaml_download(campaign: Campaign) -> HttpResponse:
+    response = HttpResponse(campaign_export(campaign=campaign), content_type="application/yaml")
+    response["Content-Disposition"] = f'attachment; filename="{campaign.name}.yaml"'
+    return response
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignAdminForm
+    inlines = [ArgSetInline]
+    list_display = ["name", "state", "dataset", "function_name", "queue_display", "updated_at", "yaml_link"]
+    list_filter = ["state", "function", "dataset"]
+    list_select_related = ["dataset"]
+    search_fields = ["name", "notes"]
+    # State changes belong to launching, pausing and the collector, not to hand edits.
+    readonly_fields = ["state", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "dataset", "state", "notes", "owner"]}),
+        ("Job", {"fields": ["function", "job_timeout", "max_attempts", "output_key"]}),
+        ("Submission", {"fields": ["query", "projection", "queue", "priority"]}),
+        ("Timestamps", {"fields": ["created_at", "updated_at"]}),
+    ]
+    formfield_overrides = _JSON_WIDGET
+    actions = ["export_selected", *LIFECYCLE_ACTIONS]
+
+    @admin.display(description="function", ordering="function")
+    def function_name(self, campaign: Campaign) -> str:
+        return campaign.function  # the choice label's description is too long for a column
+
+    @admin.display(description="queue", ordering="queue")
+    def queue_display(self, campaign: Campaign) -> str:
+        return campaign.queue_spec
+
+    @admin.display(description="definition")
+    def yaml_link(self, campaign: Campaign) -> str:
+        url = reverse("admin:campaigns_campaign_export", args=[campaign.pk])
+        return format_html('<a href="{}">{}.yaml</a>', url, campaign.name)
+
+    def save_model(self, request, obj, form, change):
+        if obj.owner_id is None:
+            obj.owner = request.user
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        own = [
+            path("import/", self.admin_site.admin_view(self.import_view),
+                 name="campaigns_campaign_import"),
+            path("<int:pk>/export/", self.admin_site.admin_view(self.export_view),
+                 name="campaigns_campaign_export"),
+        ]
+        return own + super().get_urls()
+
+    @admin.action(description="Export selected campaigns as job definition files")
+    def export_selected(self, request, queryset):
+        campaigns = list(queryset.select_related("dataset"))
+        if len(campaigns) == 1:
+            return _yaml_download(campaigns[0])
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for campaign in campaigns:
+                archive.writestr(f"{campaign.name}.yaml", campaign_export(campaign=campaign))
+        response = HttpResponse(buffer.getvalue(), content_type="application/zip")
+        response["Content-Disposition"] = 'attachment; filename="campaigns.zip"'
+        return response
+
+    def export_view(self, request, pk: int):
+        campaign = self.get_object(request, str(pk))
+        if campaign is None or not self.has_view_permission(request, campaign):
+            raise Http404(f"no campaign with id {pk}")
+        return _yaml_download(campaign)
+
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            raise Http404("importing needs the permission to add campaigns")
+        form = DefinitionUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                message = self._import(request, form)
+            except ApplicationError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, message, messages.SUCCESS)
+                return redirect("admin:campaigns_campaign_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import job definition file",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/campaigns/campaign/import.html", context)
+
+    def _import(self, request, form: DefinitionUploadForm) -> str:
+        data = form.cleaned_data
+        if data["replace"] and not self.has_change_permission(request):
+            raise DefinitionError("replacing a campaign needs the permission to change campaigns")
+        definition = campaign_definition_parse(text=data["text"], source=data["file"].name)
+        verb = "replaced" if campaign_get(name=definition.name) else "created"
+        dataset = data["dataset"]
+        campaign = campaign_import(definition=definition, replace=data["replace"], owner=request.user,
+                                   dataset_name=dataset.name if dataset else None)
+        return f"{verb} {campaign_describe(campaign=campaign)}"
