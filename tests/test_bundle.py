@@ -86,3 +86,18 @@ def test_a_bare_python_runs_a_real_xtb_task_from_the_bundle(bundle, redis_conn, 
     reply = json.loads(redis_conn.lpop("replies"))
     assert reply["job_id"] == job.id and reply["result"]["record_id"] == "water"
     assert "Traceback" not in run.stderr
+
+
+def test_the_same_sources_give_the_same_bytes(bundle, tmp_path):
+    out, _ = bundle
+    again = tmp_path / "again.pyz"
+    call_command("build_worker_bundle", str(again), stdout=StringIO())
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_the_bundle_exits_with_the_workers_exit_code(bundle, tmp_path):
+    out, _ = bundle
+    run = subprocess.run([bare_python(), "-I", str(out), "--redis-url", "mysql://x", "q"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "bad Redis URL" in run.stderr
