@@ -88,7 +88,8 @@ def test_the_heartbeat_is_called_while_a_task_sleeps():
 
 
 def test_each_arg_set_gets_a_scratch_directory_named_after_the_record(tmp_path):
-    with scratch_dir(record_id="../mol 1/x", arg_set="gfn2") as path:
+    with scratch_dir(record_id="../mol 1/x", arg_set="gfn2") as scratch:
+        path = scratch.path
         assert path.parent == tmp_path
         assert path.name.startswith("htportal-_mol_1_x-gfn2-")
         (path / "stdout").write_text("x")
@@ -98,11 +99,19 @@ def test_each_arg_set_gets_a_scratch_directory_named_after_the_record(tmp_path):
 def test_keep_scratch_keeps_it_and_says_where(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HTPORTAL_KEEP_SCRATCH", "1")
     caplog.set_level(logging.INFO, logger="workers.runtime.scratch")
-    execute(function="noop", record=record("mol-7"), spec={"arg_sets": [NOOP]})
+    with scratch_dir(record_id="mol-7", arg_set="a") as scratch:
+        (scratch.path / "stdout").write_text("x")
 
     [kept] = tmp_path.iterdir()
     assert kept.name.startswith("htportal-mol-7-a-")
     assert f"record mol-7, arg set a: scratch directory kept: {kept}" in caplog.messages
+
+
+def test_a_task_that_needs_no_directory_makes_none(tmp_path):
+    document = execute(function="noop", record=record("mol-8"), spec={"arg_sets": [NOOP]})
+
+    assert document["status"] == "ok"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_parser_on_a_missing_file_fails_the_arg_set():

@@ -12,7 +12,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from . import errors, keepfiles, registry, scratch
 from .geometry import is_number
@@ -77,11 +77,18 @@ class Parameters:
 class TaskContext:
     """What a task function gets for one arg set: its scratch directory, a way to run programs."""
 
-    def __init__(self, *, workdir: Path, control: Control, deadline: Optional[float]):
-        self.workdir = workdir
+    def __init__(self, *, workdir: Union[Path, scratch.Scratch], control: Control,
+                 deadline: Optional[float]):
+        self._workdir = workdir
         self.control = control
         self.deadline = earliest(deadline, control.deadline)
         self.results: List[ProgramResult] = []
+
+    @property
+    def workdir(self) -> Path:
+        """The scratch directory, made when first asked for."""
+        workdir = self._workdir
+        return workdir.path if isinstance(workdir, scratch.Scratch) else workdir
 
     def run_program(self, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
                     stdin_path: Optional[Path] = None, stdout_name: str = "stdout",
@@ -159,11 +166,11 @@ def _run_arg_set(task, *, record: Mapping, record_id: str, arg_set: Mapping, nam
             ctx = TaskContext(workdir=workdir, control=control, deadline=deadline)
             try:
                 task(record=record, arg_set=arg_set, ctx=ctx)
-                values = _parse(workdir, parsers)
+                values = _parse(ctx.workdir, parsers) if parsers else {}
             except errors.RuntimeFailure as exc:
                 error = _error(exc, ctx)
-            if ctx.results:  # a program ran: its files are worth keeping even when it failed
-                kept = _keep_files(workdir, keep, record_id=record_id, arg_set=name, cap=cap)
+            if ctx.results and keep:  # a program ran: its files are worth keeping even when it failed
+                kept = _keep_files(ctx.workdir, keep, record_id=record_id, arg_set=name, cap=cap)
     except errors.RuntimeFailure as exc:
         error = _error(exc, ctx)
     except errors.Interrupted:

@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +25,47 @@ def keep_scratch() -> bool:
     return os.environ.get(KEEP_SCRATCH_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
 
 
+class Scratch:
+    """A task's scratch directory, made on first use of `path`.
+
+    A task that runs no program and keeps no file (noop) then costs no mkdir and rmdir, which
+    is most of a no-op task's time on an ordinary disk.
+    """
+
+    def __init__(self, *, record_id: str, arg_set: str):
+        self.record_id = record_id
+        self.arg_set = arg_set
+        self._path: Optional[Path] = None
+
+    @property
+    def made(self) -> bool:
+        return self._path is not None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            prefix = f"htportal-{safe_name(self.record_id)}-{safe_name(self.arg_set, limit=30)}-"
+            self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir()))
+        return self._path
+
+    def close(self) -> None:
+        if self._path is None:
+            return
+        if keep_scratch():
+            log.info("record %s, arg set %s: scratch directory kept: %s",
+                     self.record_id, self.arg_set, self._path)
+        else:
+            shutil.rmtree(self._path, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def scratch_dir(*, record_id: str, arg_set: str) -> Iterator[Path]:
-    """A new directory under TMPDIR named after the record and arg set, removed afterwards.
+def scratch_dir(*, record_id: str, arg_set: str) -> Iterator[Scratch]:
+    """A Scratch under TMPDIR named after the record and arg set, removed afterwards.
 
     With HTPORTAL_KEEP_SCRATCH set (to anything but 0/false/no) it stays, and the log says where.
     """
-    prefix = f"htportal-{safe_name(record_id)}-{safe_name(arg_set, limit=30)}-"
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir()))
+    scratch = Scratch(record_id=record_id, arg_set=arg_set)
     try:
-        yield path
+        yield scratch
     finally:
-        if keep_scratch():
-            log.info("record %s, arg set %s: scratch directory kept: %s", record_id, arg_set, path)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+        scratch.close()
