@@ -2,7 +2,8 @@
 fresh checkout as it is (SQLite under var/, Redis on localhost, kept files under var/storage).
 
 Variables: DATABASE_URL, REDIS_URL (redis:// or rediss://, password allowed), HTPORTAL_DEBUG,
-HTPORTAL_SECRET_KEY, HTPORTAL_ALLOWED_HOSTS, HTPORTAL_VAR_DIR, HTPORTAL_STORAGE_DIR.
+HTPORTAL_SECRET_KEY, HTPORTAL_ALLOWED_HOSTS, HTPORTAL_VAR_DIR, HTPORTAL_STORAGE_DIR,
+HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from htportal.env import env_bool, env_list, env_str, secret_key
+from htportal.env import env_bool, env_int, env_list, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("HTPORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -35,6 +36,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files without a separate web server (after collectstatic).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,7 +102,7 @@ STORAGE_DIR = Path(env_str("HTPORTAL_STORAGE_DIR", str(VAR_DIR / "storage")))
 MEDIA_ROOT = STORAGE_DIR
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
 # Redis: one URL for django-rq, the feeder and the workers. redis-py reads the password from
@@ -110,6 +113,11 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
 RQ = {"JOB_CLASS": "rq.job.Job", "SERIALIZER": "rq.serializers.JSONSerializer"}
+# The feeder keeps at most this many jobs waiting in Redis per worker queue (e.g. xtb's three
+# priorities together), topping it up from the task ledger. 0: size it from the live workers,
+# max(FEED_MIN_WINDOW, 4 x the workers listening on that queue).
+FEED_WINDOW = env_int("HTPORTAL_FEED_WINDOW", 0)
+FEED_MIN_WINDOW = env_int("HTPORTAL_FEED_MIN_WINDOW", 500)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

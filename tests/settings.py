@@ -25,3 +25,4 @@ DATABASES["postgres"]["TEST"] = {"NAME": f"test_htportal_{os.getpid()}"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGE_DIR = VAR_DIR / "storage"
 MEDIA_ROOT = STORAGE_DIR
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 (whitenoise warns when it is missing)
