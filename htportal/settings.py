@@ -29,6 +29,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_rq",
     "campaigns",
     "workers",
@@ -119,13 +122,27 @@ RQ = {"JOB_CLASS": "rq.job.Job", "SERIALIZER": "rq.serializers.JSONSerializer"}
 FEED_WINDOW = env_int("HTPORTAL_FEED_WINDOW", 0)
 FEED_MIN_WINDOW = env_int("HTPORTAL_FEED_MIN_WINDOW", 500)
 
+# Every endpoint needs a login: a token for scripts, the session for the browser.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "htportal API",
+    "DESCRIPTION": "Define, launch and watch high-throughput chemistry campaigns; export results.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The interactive page's files come from drf-spectacular-sidecar, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+LOGIN_URL = "/admin/login/"
 
 # Uploads of job definition files and records go through the admin; 64 MB is ample for a
 # definition file with a receptor and stops a runaway upload.

@@ -1,0 +1,1 @@
+"""The dashboard: pages built from aggregates (selectors), with htmx for live parts."""
