@@ -1,0 +1,348 @@
+"""Feeding: keep each worker queue's window of jobs in Redis topped up from the task ledger.
+
+Redis holds at most a window of waiting jobs per worker queue (the three RQ queues "xtb:high",
+"xtb:normal", "xtb:low" of queue "xtb" together), whatever the campaigns' sizes; the ledger is the
+source of truth, so a Redis that restarts empty is simply fed again. Slots go to the pending
+tasks of running campaigns by priority (high, normal, low), then oldest campaign first, then
+oldest task first.
+
+One feeder at a time per worker queue: a Redis lock (pipeline_keys.feed_lock_key), which
+campaign_cancel takes too, so a cancel never races a feed that is putting its jobs back.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import Case, F, IntegerField, Value, When
+from django.db.models.functions import Concat
+from django.utils import timezone
+from redis import Redis
+from redis.exceptions import LockError
+from redis.lock import Lock
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.results import get_key as result_key
+from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from campaigns.errors import ApplicationError
+from campaigns.models import Campaign, Task
+from campaigns.pipeline_keys import (PRIORITIES, RESULTS_KEY, campaign_rq_queue, campaign_spec_key,
+                                     feed_lock_key, worker_rq_queues)
+from campaigns.services.specs import campaign_spec_publish
+from campaigns.stores import chunked, store_for
+
+log = logging.getLogger(__name__)
+
+FEED_BATCH_SIZE = 5000
+# Results travel through reply_to, so rq's own copy of a result is only for a person looking.
+RESULT_TTL_S = 600
+# A failed job stays for the collector and for a person to read its traceback.
+FAILURE_TTL_S = 7 * 24 * 3600
+# A feeder that dies leaves its lock for at most this long; a live one renews it every batch.
+LOCK_TIMEOUT_S = 300
+# Jobs in these states are in Redis for good reason: feeding such a task again would run it twice.
+IN_FLIGHT = frozenset({"queued", "started", "scheduled", "deferred"})
+WORKERS_PER_SLOT = 4
+
+
+# HGET of many keys in one command: a pipeline of HGETs costs more to pack in Python than the
+# rest of a job's enqueue.
+_STATUSES_SCRIPT = """
+local statuses = {}
+for i, key in ipairs(KEYS) do
+  statuses[i] = redis.call('HGET', key, 'status') or ''
+end
+return statuses
+"""
+
+
+@dataclass
+class FeedReport:
+    queued: int = 0  # jobs put in Redis
+    already_in_redis: int = 0  # pending tasks whose job was still queued or running: marked only
+    missing: int = 0  # tasks failed with RecordMissing
+    specs_published: int = 0  # spec keys that were missing from Redis
+    by_queue: Dict[str, int] = field(default_factory=dict)  # RQ queue -> jobs put there
+    busy: List[str] = field(default_factory=list)  # worker queues another feeder held
+    errors: List[str] = field(default_factory=list)  # campaigns that could not be fed, and why
+
+    def line(self) -> str:
+        """One line for a person: `queued 1,200 jobs (xtb:high 200, xtb:normal 1,000)`."""
+        queues = ", ".join(f"{name} {count:,}" for name, count in sorted(self.by_queue.items()))
+        parts = [f"queued {self.queued:,} jobs" + (f" ({queues})" if queues else "")]
+        if self.already_in_redis:
+            parts.append(f"{self.already_in_redis:,} were in Redis already")
+        if self.missing:
+            parts.append(f"{self.missing:,} tasks failed: record missing")
+        if self.specs_published:
+            parts.append(f"{self.specs_published:,} missing specs published")
+        if self.busy:
+            parts.append(f"busy (another feeder): {', '.join(self.busy)}")
+        parts.extend(self.errors)
+        return "; ".join(parts)
+
+
+@dataclass
+class _Batch:
+    """Pending tasks of one campaign, split by what feeding does with them."""
+
+    inputs: Dict[str, dict]
+    missing: List[int] = field(default_factory=list)  # task ids
+    in_flight: List[int] = field(default_factory=list)
+    stale: List[str] = field(default_factory=list)  # job ids whose old, finished hash is in Redis
+    enqueue: List[Tuple[int, str, str]] = field(default_factory=list)  # (task id, record, job id)
+
+    @property
+    def fed(self) -> List[int]:
+        return self.in_flight + [task_id for task_id, _, _ in self.enqueue]
+
+
+def queues_feed(*, connection: Redis, window: Optional[int] = None,
+                queues: Optional[Sequence[str]] = None) -> FeedReport:
+    """Top up each worker queue of the running campaigns (or only `queues`) to its window.
+
+    Args:
+        window: jobs waiting per worker queue; None: settings.FEED_WINDOW, or sized from the
+            live workers (feed_window).
+    """
+    report = FeedReport()
+    running = Campaign.objects.filter(state=Campaign.State.RUNNING)
+    if queues is not None:
+        running = running.filter(queue__in=list(queues))
+    for queue in sorted(set(running.values_list("queue", flat=True))):
+        lock = connection.lock(feed_lock_key(queue=queue), timeout=LOCK_TIMEOUT_S, blocking=False)
+        if not lock.acquire():
+            log.info("feed %s: another feeder is at it; skipped", queue)
+            report.busy.append(queue)
+            continue
+        try:
+            _queue_feed(connection=connection, queue=queue, window=window, lock=lock,
+                        report=report)
+        finally:
+            _release(lock)
+    return report
+
+
+def feed_window(*, connection: Redis, queue: str) -> int:
+    """settings.FEED_WINDOW, else max(FEED_MIN_WINDOW, 4 x live workers listening on `queue`)."""
+    if settings.FEED_WINDOW > 0:
+        return settings.FEED_WINDOW
+    return max(settings.FEED_MIN_WINDOW,
+               WORKERS_PER_SLOT * live_workers_count(connection=connection, queue=queue))
+
+
+def live_workers_count(*, connection: Redis, queue: str) -> int:
+    """Workers registered on any RQ queue of `queue` whose key has not expired: a pre-empted
+    worker stays in rq's sets until some worker cleans them, but its key dies with its TTL."""
+    with connection.pipeline(transaction=False) as pipe:
+        for name in worker_rq_queues(queue=queue):
+            pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        keys = sorted(set().union(*pipe.execute()))
+    if not keys:
+        return 0
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.exists(key)
+        return sum(pipe.execute())
+
+
+def queued_count(*, connection: Redis, queue: str) -> int:
+    """Jobs waiting in the RQ queues of worker queue `queue` (not those running)."""
+    with connection.pipeline(transaction=False) as pipe:
+        for name in worker_rq_queues(queue=queue):
+            pipe.llen(Queue(name, connection=connection).key)
+        return sum(pipe.execute())
+
+
+def _queue_feed(*, connection: Redis, queue: str, window: Optional[int], lock: Lock,
+                report: FeedReport) -> None:
+    size = window if window is not None else feed_window(connection=connection, queue=queue)
+    waiting = queued_count(connection=connection, queue=queue)
+    room = size - waiting
+    if room <= 0:
+        return
+    # Read under the lock: a campaign cancelled or paused meanwhile is not fed.
+    for campaign in _running_by_priority(queue=queue):
+        if room <= 0:
+            break
+        try:
+            fed = _campaign_feed(campaign=campaign, connection=connection, room=room, lock=lock,
+                                 report=report)
+        except ApplicationError as exc:  # one campaign's broken store must not starve the rest
+            log.error("campaign %s: not fed: %s", campaign.name, exc)
+            report.errors.append(f"campaign {campaign.name}: not fed: {exc}")
+            continue
+        room -= fed
+    for rq_queue in worker_rq_queues(queue=queue):
+        if rq_queue in report.by_queue:
+            log.info("fed %s: %s jobs (window %s, %s were waiting)", rq_queue,
+                     f"{report.by_queue[rq_queue]:,}", f"{size:,}", f"{waiting:,}")
+
+
+def _running_by_priority(*, queue: str) -> List[Campaign]:
+    rank = Case(*(When(priority=name, then=Value(position))
+                  for position, name in enumerate(PRIORITIES)),
+                default=Value(len(PRIORITIES)), output_field=IntegerField())
+    return list(Campaign.objects.filter(state=Campaign.State.RUNNING, queue=queue)
+                .select_related("dataset").order_by(rank, "created_at", "pk"))
+
+
+def _campaign_feed(*, campaign: Campaign, connection: Redis, room: int, lock: Lock,
+                   report: FeedReport) -> int:
+    """Put up to `room` of the campaign's pending tasks in Redis; return how many went there."""
+    spec_key = _spec_ensure(campaign=campaign, connection=connection, report=report)
+    store = store_for(campaign.dataset)
+    rq_queue = Queue(campaign_rq_queue(campaign=campaign), connection=connection,
+                     serializer=JSONSerializer)
+    fed, after = 0, 0
+    while fed < room:
+        # Keyset on pk: each batch starts past the last, whatever became of that one's tasks.
+        rows = list(Task.objects.filter(campaign=campaign, state=Task.State.PENDING, pk__gt=after)
+                    .order_by("pk").values_list("pk", "record_id", "job_id")
+                    [:min(FEED_BATCH_SIZE, room - fed)])
+        if not rows:
+            break
+        after = rows[-1][0]
+        batch = _batch_sort(rows=rows, connection=connection, inputs=store.inputs(
+            ids=[record_id for _, record_id, _ in rows], projection=campaign.projection or None))
+        _tasks_fail_missing(campaign=campaign, task_ids=batch.missing)
+        _jobs_enqueue(campaign=campaign, queue=rq_queue, spec_key=spec_key, batch=batch)
+        _tasks_mark_queued(task_ids=batch.fed)
+        fed += len(batch.fed)
+        report.queued += len(batch.enqueue)
+        if batch.enqueue:
+            by_queue = report.by_queue
+            by_queue[rq_queue.name] = by_queue.get(rq_queue.name, 0) + len(batch.enqueue)
+        report.already_in_redis += len(batch.in_flight)
+        report.missing += len(batch.missing)
+        lock.reacquire()  # a long feed (a large window) keeps its lock
+    return fed
+
+
+def _spec_ensure(*, campaign: Campaign, connection: Redis, report: FeedReport) -> str:
+    """The campaign's spec key, published again if Redis lost it (a restart, a flush)."""
+    key = campaign_spec_key(campaign=campaign)
+    if not connection.exists(key):
+        campaign_spec_publish(campaign=campaign, connection=connection)
+        report.specs_published += 1
+        log.info("campaign %s: spec %s was not in Redis; published", campaign.name, key)
+    return key
+
+
+def _batch_sort(*, rows: List[Tuple[int, str, str]], connection: Redis,
+                inputs: Dict[str, dict]) -> _Batch:
+    """Split pending rows into missing records, jobs still in Redis, and jobs to enqueue.
+
+    A pending task can have a live job: a feeder stopped between enqueueing and marking, or a
+    reconcile that raced a worker. Its job is left alone, so the same work is never queued twice.
+    """
+    batch = _Batch(inputs=inputs,
+                   missing=[pk for pk, record_id, _ in rows if record_id not in inputs])
+    present = [row for row in rows if row[1] in inputs]
+    statuses = _job_statuses(connection=connection, job_ids=[job_id for _, _, job_id in present])
+    for row, status in zip(present, statuses):
+        if status in IN_FLIGHT:
+            batch.in_flight.append(row[0])
+            continue
+        if status is not None:
+            batch.stale.append(row[2])
+        batch.enqueue.append(row)
+    return batch
+
+
+def _job_statuses(*, connection: Redis, job_ids: List[str]) -> List[Optional[str]]:
+    """The rq status of each job id (None: no such job), in one round trip and one command."""
+    if not job_ids:
+        return []
+    statuses = connection.eval(_STATUSES_SCRIPT, len(job_ids),
+                               *(Job.key_for(job_id) for job_id in job_ids))
+    return [status.decode() if status else None for status in statuses]
+
+
+def _jobs_enqueue(*, campaign: Campaign, queue: Queue, spec_key: str, batch: _Batch) -> None:
+    """Write the batch's RQ jobs and push their ids, in one MULTI/EXEC: all of them or none.
+
+    What Queue.enqueue_many writes, at twice its speed: rq builds and serializes a Job object
+    per job (with a runtime Protocol check of the serializer each time) and sends three commands
+    per job. Here rq builds one prototype job of the campaign; each job is that job's hash with
+    its own payload and description, and one RPUSH queues the whole batch. test_feed checks that
+    the hash equals the one enqueue_many writes for the same job.
+    """
+    if not batch.enqueue:
+        return
+    template = rq_job_hash(queue=queue, function=campaign.function, timeout=campaign.job_timeout)
+    failed = FailedJobRegistry(queue=queue)
+    with queue.connection.pipeline() as pipe:
+        for job_id in batch.stale:
+            # A retry of a failed or finished attempt: its old hash and result go first, so
+            # nothing of the old attempt (exc_info, ended_at) is read as the new one's.
+            pipe.delete(Job.key_for(job_id), result_key(job_id))
+            pipe.zrem(failed.key, job_id)
+        for _, record_id, job_id in batch.enqueue:
+            kwargs = {"record": {"id": record_id, "input": batch.inputs[record_id]},
+                      "spec_key": spec_key, "reply_to": RESULTS_KEY}
+            pipe.hset(Job.key_for(job_id), mapping={
+                **template, "data": rq_job_data(function=campaign.function, kwargs=kwargs),
+                # Set, so that nobody renders the whole input into a description.
+                "description": f"{campaign.name} {record_id}"})
+        pipe.rpush(queue.key, *(job_id for _, _, job_id in batch.enqueue))
+        pipe.sadd(queue.redis_queues_keys, queue.key)
+        pipe.execute()
+
+
+def rq_job_hash(*, queue: Queue, function: str, timeout: int) -> Dict[str, object]:
+    """The Redis hash of a queued job on `queue`, as rq writes it, less data and description."""
+    job = queue.create_job(function, timeout=timeout, result_ttl=RESULT_TTL_S,
+                           failure_ttl=FAILURE_TTL_S, job_id="template", status=JobStatus.QUEUED)
+    job.enqueued_at = rq_now()
+    return job.to_dict()
+
+
+def rq_job_data(*, function: str, kwargs: dict) -> bytes:
+    """rq's `data` field of a JSON job calling `function(**kwargs)` (Job.data, zlib'd by save)."""
+    return zlib.compress(JSONSerializer.dumps((function, None, [], kwargs)))
+
+
+def _id_parts(ids: List[int]) -> Iterable[List[int]]:
+    """`ids` in parts small enough for one statement (SQLite caps the parameters)."""
+    size = connections["default"].ops.bulk_batch_size(["pk"], ids) or len(ids)
+    return chunked(ids, size)
+
+
+def _tasks_mark_queued(*, task_ids: List[int]) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        for part in _id_parts(task_ids):
+            # Only pending ones: a task cancelled or failed meanwhile keeps its state.
+            Task.objects.filter(pk__in=part, state=Task.State.PENDING).update(
+                state=Task.State.QUEUED, queued_at=now, updated_at=now)
+
+
+def _tasks_fail_missing(*, campaign: Campaign, task_ids: List[int]) -> None:
+    if not task_ids:
+        return
+    now = timezone.now()
+    log.warning("campaign %s: %s records are no longer in dataset %s; their tasks failed",
+                campaign.name, len(task_ids), campaign.dataset.name)
+    with transaction.atomic():
+        for part in _id_parts(task_ids):
+            Task.objects.filter(pk__in=part, state=Task.State.PENDING).update(
+                state=Task.State.FAILED, error_class="RecordMissing",
+                error_message=Concat(Value("record "), F("record_id"),
+                                     Value(f" is no longer in dataset {campaign.dataset.name}")),
+                finished_at=now, updated_at=now)
+
+
+def _release(lock: Lock) -> None:
+    try:
+        lock.release()
+    except LockError:  # expired and maybe taken by another feeder: theirs now
+        log.warning("feed lock %s had expired before it was released", lock.name)
