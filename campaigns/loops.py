@@ -1,0 +1,327 @@
+"""The portal's long-running loops: the collector, and the helpers a loop needs (stop signals,
+naps, backoff, and a Redis lock that keeps a second copy of a loop from running at once).
+
+A loop catches SIGTERM and SIGINT, finishes the batch in hand and returns; it sleeps in short
+steps so a stop is honoured within a second (as healthchecks' sendreports does).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+from django.db import InterfaceError, OperationalError, connections
+from redis import Redis
+
+from campaigns.errors import ApplicationError
+from campaigns.models import Campaign
+from campaigns.services.collecting import (DEFAULT_LIMIT, DEFAULT_MAX_RESULT_BYTES, LockLost,
+                                           campaigns_finish, results_collect)
+from campaigns.services.feeding import queues_feed
+from campaigns.services.reconciling import tasks_reconcile
+
+log = logging.getLogger(__name__)
+
+NAP_STEP_S = 1.0
+BACKOFF_FIRST_S = 1.0
+BACKOFF_CAP_S = 30.0
+LOCK_TTL_S = 20
+COLLECTOR_LOCK_KEY = "htportal:collector-lock"
+FEED_EVERY_S = 1.0
+RECONCILE_EVERY_S = 10.0
+IDLE_NAP_S = 2.0
+LOCK_WAIT_S = 5.0
+# A database that is briefly away ("database is locked", a PostgreSQL restart) or a Redis blip:
+# the batch stays in Redis, the loop waits and tries again.
+DB_ERRORS = (OperationalError, InterfaceError)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# Renew only a lock we hold: another process may have taken it after ours expired.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def loop_name(role: str) -> str:
+    """A name for one loop process: ROLE.HOST.PID."""
+    return f"{role}.{socket.gethostname()}.{os.getpid()}"
+
+
+class StopSignals:
+    """Turns SIGTERM/SIGINT into `stopping = True` while in use (a context manager)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, *, name: str, doing: str = "finishing batch") -> None:
+        self.name = name
+        self.doing = doing
+        self.stopping = False
+        self._previous: list = []
+
+    def __enter__(self) -> StopSignals:
+        self._previous = [signal.signal(s, self.request_stop) for s in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for s, handler in zip(self.SIGNALS, self._previous):
+            signal.signal(s, handler)
+
+    def request_stop(self, signum, frame) -> None:
+        log.info("%s: %s, %s", self.name, signal.Signals(signum).name, self.doing)
+        self.stopping = True
+
+    def nap(self, seconds: float, *, every: Callable[[], None] | None = None) -> None:
+        """Sleep up to `seconds` in steps of at most a second; return early on a stop.
+        `every` (e.g. renewing a lock) runs before each step."""
+        end = time.monotonic() + seconds
+        while not self.stopping and (left := end - time.monotonic()) > 0:
+            if every is not None:
+                every()
+            time.sleep(min(NAP_STEP_S, left))
+
+
+class Backoff:
+    """Waits of 1, 2, 4 ... 30 s between attempts; `reset()` after a success."""
+
+    def __init__(self, *, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_CAP_S) -> None:
+        self.first = first
+        self.cap = cap
+        self.delay = first
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class LockHeld(Exception):
+    """Another live process holds the loop's lock."""
+
+
+class LoopLock:
+    """`SET key token NX EX ttl`: one holder at a time, renewed by the holder each loop.
+
+    The token is HOST:PID:RANDOM, so a process that finds the lock held by a dead process of its
+    own host (killed -9) takes it over at once instead of waiting for it to expire.
+    """
+
+    def __init__(self, *, connection: Redis, key: str, ttl: int = LOCK_TTL_S) -> None:
+        self.connection = connection
+        self.key = key
+        self.ttl = ttl
+        self.host = socket.gethostname()
+        self.token = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def holder(self) -> str | None:
+        raw = self.connection.get(self.key)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def acquire(self) -> None:
+        """Take the lock, or raise LockHeld naming the holder."""
+        if self.connection.set(self.key, self.token, nx=True, ex=self.ttl):
+            return
+        holder = self.holder()
+        if holder is not None and self._holder_is_dead(holder):
+            if self.connection.eval(_TAKE_OVER, 1, self.key, holder, self.token, self.ttl):
+                log.info("lock %s: taken over from %s, which is no longer running",
+                         self.key, holder)
+                return
+        raise LockHeld(holder or "?")
+
+    def renew(self) -> bool:
+        """Extend the lock; False when it is no longer ours."""
+        return bool(self.connection.eval(_RENEW, 1, self.key, self.token, self.ttl))
+
+    def release(self) -> None:
+        self.connection.eval(_RELEASE, 1, self.key, self.token)
+
+    def _holder_is_dead(self, holder: str) -> bool:
+        host, _, rest = holder.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host != self.host or not pid_text.isdigit() or int(pid_text) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return _is_zombie(int(pid_text))
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed child its parent has not reaped yet still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@dataclass
+class CollectorTotals:
+    batches: int = 0
+    results: int = 0
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    def line(self) -> str:
+        return (f"collected {self.results:,} results in {self.batches:,} batches "
+                f"({self.done:,} done, {self.retried:,} retried, {self.failed:,} failed)")
+
+
+class CollectorLoop:
+    """Feed, collect, reconcile, until stopped: `manage.py collect`.
+
+    Each turn tops up the queues (at most once a second), collects one batch of results, and
+    every `reconcile_every` seconds reconciles the ledger with Redis. One collector at a time: the
+    second one waits for the lock (or, with once=True, says so and gives up).
+    """
+
+    def __init__(self, *, connection: Redis, batch: int = DEFAULT_LIMIT, name: str | None = None,
+                 max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+                 window: int | None = None,
+                 reconcile_every: float = RECONCILE_EVERY_S) -> None:
+        self.connection = connection
+        self.reconcile_every = reconcile_every
+        self.batch = batch
+        self.name = name or loop_name("collector")
+        self.max_result_bytes = max_result_bytes
+        self.window = window
+        self.lock = LoopLock(connection=connection, key=COLLECTOR_LOCK_KEY)
+        self.signals = StopSignals(name=f"collector {self.name}")
+        self.backoff = Backoff()
+        self.totals = CollectorTotals()
+        self.last_feed = self.last_reconcile = float("-inf")
+
+    def run(self, *, once: bool = False) -> CollectorTotals:
+        """Loop until SIGTERM/SIGINT (once=True: until no result is waiting); return the totals."""
+        with self.signals:
+            if not self._take_lock(once=once):
+                return self.totals
+            log.info("collector %s: collecting batches of up to %d results", self.name, self.batch)
+            try:
+                while not self.signals.stopping:
+                    try:
+                        worked = self.turn()
+                    except DB_ERRORS as exc:
+                        self._outage("database unavailable", exc)
+                        continue
+                    except REDIS_ERRORS as exc:
+                        self._outage("Redis unreachable", exc)
+                        continue
+                    self.backoff.reset()
+                    if not worked:
+                        if once:
+                            break
+                        self.signals.nap(IDLE_NAP_S, every=self._renew)
+            finally:
+                self._release()
+        return self.totals
+
+    def turn(self) -> bool:
+        """One turn of the loop; True when it collected something."""
+        self._renew()
+        if time.monotonic() - self.last_feed >= FEED_EVERY_S:
+            queues_feed(connection=self.connection, window=self.window)
+            self.last_feed = time.monotonic()
+        report = results_collect(connection=self.connection, limit=self.batch,
+                                 max_result_bytes=self.max_result_bytes, lock=self.lock)
+        if report.taken:
+            log.info("collector %s: %s", self.name, report.line())
+            self._count(report)
+        if time.monotonic() - self.last_reconcile >= self.reconcile_every:
+            self.reconcile(caught_up=report.taken < self.batch)
+        return report.taken > 0
+
+    def reconcile(self, *, caught_up: bool) -> None:
+        report = tasks_reconcile(connection=self.connection, check_missing=caught_up)
+        if report.changed:
+            log.info("collector %s: %s", self.name, report.line())
+        # Tasks also finish outside a batch (the feeder fails those whose record is gone).
+        campaigns_finish(campaign_ids=set(Campaign.objects.filter(
+            state=Campaign.State.RUNNING).values_list("pk", flat=True)))
+        self.last_reconcile = time.monotonic()
+
+    def _count(self, report) -> None:
+        self.totals.batches += 1
+        self.totals.results += report.taken
+        self.totals.done += report.done
+        self.totals.retried += report.retried
+        self.totals.failed += report.failed
+
+    def _take_lock(self, *, once: bool) -> bool:
+        said = False
+        while not self.signals.stopping:
+            try:
+                self.lock.acquire()
+                return True
+            except LockHeld as exc:
+                message = (f"collector {self.name}: another collector ({exc}) is running "
+                           f"(lock {self.lock.key})")
+                if once:
+                    raise ApplicationError(f"{message}; not collecting") from None
+                if not said:
+                    log.warning("%s; waiting for it to stop", message)
+                    said = True
+                self.signals.nap(LOCK_WAIT_S)
+            except REDIS_ERRORS as exc:
+                self._outage("Redis unreachable", exc, renew=False)
+        return False
+
+    def _renew(self) -> None:
+        if self.lock.renew():
+            return
+        # Nobody holds it: Redis restarted empty (or the lock expired during a long outage).
+        if self.connection.set(self.lock.key, self.lock.token, nx=True, ex=self.lock.ttl):
+            log.info("collector %s: took the lock %s again", self.name, self.lock.key)
+            return
+        raise LockLost(f"collector {self.name}: lost the lock {self.lock.key} "
+                           f"(now held by {self.lock.holder() or 'nobody'})")
+
+    def _release(self) -> None:
+        try:
+            self.lock.release()
+        except REDIS_ERRORS:
+            pass  # it expires on its own
+
+    def _outage(self, what: str, exc: BaseException, *, renew: bool = True) -> None:
+        delay = self.backoff.next()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("collector %s: %s (%s); results stay in Redis; retrying in %g s",
+                    self.name, what, reason, delay)
+        for db in connections.all(initialized_only=True):
+            if not db.in_atomic_block:  # (a test's own transaction stays)
+                db.close()  # the next attempt opens a fresh connection
+        self.signals.nap(delay, every=self._renew_quietly if renew else None)
+
+    def _renew_quietly(self) -> None:
+        try:
+            self._renew()
+        except REDIS_ERRORS:
+            pass
