@@ -1,0 +1,1 @@
+"""The scaler: starts workers on local processes, SLURM or HTCondor when there is a backlog."""

@@ -1,0 +1,201 @@
+"""The local pool: worker processes on this machine.
+
+Each "batch job" is one detached process (its own session, so a Ctrl-C in the scaler's
+terminal does not reach it) running the pool's script, which sources the 0600 env file and
+execs `python -m workers.runtime.worker` with this venv's python. Its pid is in
+WORK_DIR/pids/NAME.pid and its output in WORK_DIR/logs/NAME.log (WORK_DIR defaults to
+var/workers/POOL). A worker that exits 0 (--max-idle, --max-tasks) is simply gone; one that
+exits otherwise is kept as a failed job (WORK_DIR/pids/NAME.failed, with its exit code and last
+log line) until the scaler removes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from django.conf import settings
+
+from workers.models import WorkerPool
+from workers.scaler.base import BatchJob, BatchView, CommandResult, ScalerError, Submission, SubmitFailed
+
+log = logging.getLogger(__name__)
+
+LOCAL_POOL_NAME = "local"
+SCRIPT_NAME = "worker.sh"
+WORKER_MODULE = "workers.runtime.worker"
+# The placeholders are base templates' ({...}); PYTHON and BASE_DIR are filled in at import.
+LOCAL_TEMPLATE = """\
+#!/bin/sh
+# A local htportal worker, started detached by the scaler (docs/scaler.md).
+set -e
+{setup}
+set -a
+. {env_file}
+set +a
+cd BASE_DIR
+exec PYTHON -m workers.runtime.worker --max-idle {max_idle} --max-runtime {max_runtime} \\
+  --max-tasks {max_tasks} {queues}
+""".replace("PYTHON", shlex.quote(sys.executable)).replace(
+    "BASE_DIR", shlex.quote(str(settings.BASE_DIR)))
+
+
+class LocalRemote:
+    """base.Remote on this machine: commands through /bin/sh, files written atomically."""
+
+    def run(self, command: str, *, stdin: Optional[str] = None,
+            env: Optional[Dict[str, str]] = None, timeout: float = 60) -> CommandResult:
+        try:
+            done = subprocess.run(["/bin/sh", "-c", command], input=stdin, text=True,
+                                  capture_output=True, timeout=timeout,
+                                  env={**os.environ, **(env or {})})
+        except subprocess.TimeoutExpired:
+            raise ScalerError(f"this machine: `{command}` did not finish within {timeout:g} s"
+                              ) from None
+        return CommandResult(done.returncode, done.stdout, done.stderr)
+
+    def put(self, path: str, data: bytes, *, mode: int = 0o600) -> None:
+        target = Path(path).expanduser()
+        partial = target.with_name(f"{target.name}.part-{uuid.uuid4().hex[:8]}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)  # the umask may have taken bits away
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(partial, target)
+
+    def sha256(self, path: str) -> Optional[str]:
+        try:
+            return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        pass
+
+
+class LocalAdapter:
+    """Starts, counts and stops worker processes on this machine (see the module docstring).
+
+    One instance serves one pool: it keeps the pool's own children, to reap them (else they
+    stay zombies while the scaler runs) and to learn their exit codes.
+    """
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        self._children: Dict[str, subprocess.Popen] = {}
+        self._pids = Path()
+
+    def view(self, remote, *, work_dir: str) -> BatchView:
+        self._pids = Path(work_dir) / "pids"
+        self._reap()
+        jobs = [BatchJob(path.stem, "failed", path.read_text().strip())
+                for path in sorted(self._pids.glob("*.failed"))]
+        for path in sorted(self._pids.glob("*.pid")):
+            if _is_worker(_read_pid(path)):
+                jobs.append(BatchJob(path.stem, "running"))
+            else:
+                path.unlink(missing_ok=True)  # ended while the scaler was not its parent
+        return BatchView(jobs)
+
+    def submit(self, remote, submission: Submission) -> List[str]:
+        work_dir = Path(submission.work_dir)
+        self._pids = work_dir / "pids"
+        for name in ("pids", "logs"):
+            (work_dir / name).mkdir(parents=True, exist_ok=True)
+        script = work_dir / SCRIPT_NAME
+        remote.put(str(script), submission.script.encode(), mode=0o700)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        names = [f"{stamp}-{uuid.uuid4().hex[:6]}"
+                 for _ in range(submission.batch_jobs * submission.workers_per_job)]
+        for name in names:
+            self._start(name=name, script=script, work_dir=work_dir)
+        return names
+
+    def remove(self, remote, job_ids: List[str]) -> None:
+        """Forget failed workers; a running one gets SIGTERM (it gives its task back)."""
+        for job_id in job_ids:
+            (self._pids / f"{job_id}.failed").unlink(missing_ok=True)
+            pid = _read_pid(self._pids / f"{job_id}.pid")
+            if _is_worker(pid):
+                os.kill(pid, signal.SIGTERM)
+
+    def _start(self, *, name: str, script: Path, work_dir: Path) -> None:
+        log_path = work_dir / "logs" / f"{name}.log"
+        try:
+            with open(log_path, "ab") as output:
+                child = subprocess.Popen(["/bin/sh", str(script)], cwd=work_dir,
+                                         stdin=subprocess.DEVNULL, stdout=output,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise SubmitFailed(f"this machine: cannot start {script} ({exc})") from None
+        self._children[name] = child
+        (self._pids / f"{name}.pid").write_text(f"{child.pid}\n")
+        log.info("local worker %s: started, pid %d, log %s", name, child.pid, log_path)
+
+    def _reap(self) -> None:
+        for name, child in list(self._children.items()):
+            code = child.poll()
+            if code is None:
+                continue
+            del self._children[name]
+            (self._pids / f"{name}.pid").unlink(missing_ok=True)
+            if code != 0:
+                last = _last_line(self._pids.parent / "logs" / f"{name}.log")
+                (self._pids / f"{name}.failed").write_text(f"exit code {code}: {last}\n")
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _is_worker(pid: int) -> bool:
+    """A live, non-zombie process running the worker module (pids get reused)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read()
+    except (OSError, IndexError):
+        return False
+    # Just started, the script's shell has not exec'd the worker yet.
+    return WORKER_MODULE.encode() in argv or SCRIPT_NAME.encode() in argv
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
+def local_work_dir(*, pool: WorkerPool) -> str:
+    return pool.work_dir or str(Path(settings.VAR_DIR) / "workers" / pool.name)
+
+
+def local_pool_ensure(*, name: str = LOCAL_POOL_NAME, queues: str = "xtb", max_workers: int = 2,
+                      max_idle: int = 60) -> Tuple[WorkerPool, bool]:
+    """The local pool `name` (created serving `queues` with up to `max_workers` workers when
+    missing; an existing one is left as the admin edited it) and whether it was created."""
+    return WorkerPool.objects.get_or_create(name=name, defaults={
+        "kind": WorkerPool.Kind.LOCAL, "queues": queues, "min_workers": 0,
+        "max_workers": max_workers, "workers_per_job": 1, "max_waiting_jobs": max_workers,
+        "max_idle": max_idle, "removal_tries": 1,
+    })
