@@ -100,6 +100,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 STORAGE_DIR = Path(env_str("HTPORTAL_STORAGE_DIR", str(VAR_DIR / "storage")))
 MEDIA_ROOT = STORAGE_DIR

@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns.admin.actions import LIFECYCLE_ACTIONS
+from campaigns.admin.dashboard_actions import DASHBOARD_ACTIONS
 from campaigns.errors import ApplicationError, DefinitionError
 from campaigns.forms import CampaignAdminForm, DefinitionUploadForm
 from campaigns.models import ArgSet, Campaign
@@ -54,7 +55,7 @@ class CampaignAdmin(admin.ModelAdmin):
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
     formfield_overrides = _JSON_WIDGET
-    actions = ["export_selected", *LIFECYCLE_ACTIONS]
+    actions = ["export_selected", *LIFECYCLE_ACTIONS, *DASHBOARD_ACTIONS]
 
     @admin.display(description="function", ordering="function")
     def function_name(self, campaign: Campaign) -> str:
