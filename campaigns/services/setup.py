@@ -11,7 +11,9 @@ from django.contrib.auth import get_user_model
 
 from campaigns.models import Campaign, Dataset
 from campaigns.services.definitions import campaign_definition_parse, campaign_import
+from campaigns.services.lifecycle import campaign_launch
 from campaigns.services.records import ImportReport, demo_load
+from campaigns.services.submission import SubmitReport
 
 DEMO_CAMPAIGN_FILE = Path(settings.BASE_DIR) / "examples" / "xtb_gfn2.yaml"
 
@@ -32,16 +34,23 @@ class DemoSetup:
     records: ImportReport
     campaign: Campaign
     campaign_created: bool
+    launch: Optional[SubmitReport] = None
 
 
-def demo_setup(*, definition_file: Path = DEMO_CAMPAIGN_FILE) -> DemoSetup:
-    """The demo dataset and the demo XTB campaign on it; what exists already is left alone."""
+def demo_setup(*, definition_file: Path = DEMO_CAMPAIGN_FILE, launch: bool = False) -> DemoSetup:
+    """The demo dataset and the demo XTB campaign on it; what exists already is left alone.
+
+    launch: also launch the campaign while it is a draft (bin/run does, so that a newcomer sees
+    it run); a campaign that ran or was stopped is never relaunched behind the user's back.
+    """
     dataset, report = demo_load()
     definition = campaign_definition_parse(text=definition_file.read_text(),
                                            source=str(definition_file.name),
                                            base_dir=definition_file.parent)
     existing: Optional[Campaign] = Campaign.objects.filter(name=definition.name).first()
-    if existing is not None:
-        return DemoSetup(dataset, report, existing, campaign_created=False)
-    campaign = campaign_import(definition=definition, dataset_name=dataset.name)
-    return DemoSetup(dataset, report, campaign, campaign_created=True)
+    campaign = existing or campaign_import(definition=definition, dataset_name=dataset.name)
+    launched = None
+    if launch and campaign.state == Campaign.State.DRAFT:
+        launched = campaign_launch(campaign=campaign)
+    return DemoSetup(dataset, report, campaign, campaign_created=existing is None,
+                     launch=launched)

@@ -38,3 +38,17 @@ def test_setup_demo_makes_the_dataset_and_the_xtb_campaign_and_is_idempotent():
     again = run("setup_demo")
     assert "0 records added" in again and "exists already: xtb_demo" in again
     assert Campaign.objects.count() == 1 and campaign.arg_sets.count() == 1
+
+
+@pytest.mark.django_db
+def test_setup_demo_launch_launches_a_draft_once(redis_conn, settings, redis_server):
+    settings.REDIS_URL = redis_server.url
+    first = run("setup_demo", "--launch")
+    campaign = Campaign.objects.get(name="xtb_demo")
+    records = Dataset.objects.get(name="demo").record_count
+    assert campaign.state == "running" and campaign.tasks.count() == records
+    assert f"launched xtb_demo: {records:,} tasks added" in first
+    assert redis_conn.llen("rq:queue:xtb:normal") == records  # fed at once, not at the next round
+
+    again = run("setup_demo", "--launch")
+    assert "launched" not in again and campaign.tasks.count() == records

@@ -9,9 +9,13 @@ class Command(BaseCommand):
     help = ("Create the 'demo' dataset and the demo XTB campaign (examples/xtb_gfn2.yaml) "
             "when they are missing; running it again changes nothing.")
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--launch", action="store_true",
+                            help="launch the demo campaign while it is a draft")
+
+    def handle(self, *args, launch, **options):
         try:
-            demo = demo_setup()
+            demo = demo_setup(launch=launch)
         except ApplicationError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"dataset {demo.dataset.name}: {demo.records.added:,} records added, "
@@ -19,3 +23,5 @@ class Command(BaseCommand):
         verb = "created" if demo.campaign_created else "exists already:"
         self.stdout.write(f"campaign {verb} {demo.campaign.name} ({demo.campaign.function}, "
                           f"state {demo.campaign.state})")
+        if demo.launch is not None:
+            self.stdout.write(f"launched {demo.launch.line()}")
