@@ -58,6 +58,11 @@ return 0
 """
 
 
+# Failures that another attempt would repeat exactly: the record or the arg set cannot make a
+# valid input, or the worker refused the job. They fail at once instead of costing retries.
+UNMENDABLE = frozenset({"InputError", "JobRefused"})
+
+
 class BadResult(Exception):
     """A result that cannot be used; its message goes to the task's ledger row."""
 
@@ -345,7 +350,8 @@ def _update_ledger(outcomes: list[Outcome], report: CollectReport) -> None:
             report.done += 1
             continue
         task.error_class, task.error_message, task.output_tail = outcome.error
-        if outcome.final or task.attempts >= task.campaign.max_attempts:
+        if (outcome.final or outcome.error[0] in UNMENDABLE
+                or task.attempts >= task.campaign.max_attempts):
             task.state, task.finished_at = Task.State.FAILED, outcome.finished_at
             report.failed += 1
             log.warning("collector: task %s (record %s) failed for good after %d attempt(s): "

@@ -103,6 +103,22 @@ def test_a_failed_result_is_retried_then_failed_after_max_attempts(redis_conn, s
     assert task.finished_at is not None
 
 
+@pytest.mark.parametrize("error", [
+    {"job_id": None, "result": {"a": {"class": "InputError", "message": "multiplicity 2 is impossible"}}},
+    {"job_id": None, "error": {"class": "JobRefused", "message": "function 'os.system' is not allowed"}},
+], ids=["input error", "refused job"])
+def test_a_failure_another_attempt_would_repeat_fails_at_once(redis_conn, submitted, error):
+    campaign, tasks = submitted(records=1, max_attempts=3)
+    if "result" in error:
+        part = arg_set_part(status="failed", error={**error["result"]["a"], "output_tail": ""})
+        push(redis_conn, ok(tasks[0], arg_sets={"a": part}))
+    else:
+        push(redis_conn, {**error, "job_id": tasks[0].job_id})
+    report = results_collect(connection=redis_conn)
+    task = refresh(tasks[0])
+    assert (report.failed, report.retried, task.state, task.attempts) == (1, 0, "failed", 1)
+
+
 def test_ok_arg_sets_of_a_failed_result_are_written(redis_conn, submitted):
     campaign, tasks = submitted(records=1)
     campaign.arg_sets.create(name="b", position=1)
