@@ -35,7 +35,8 @@ CONFIG_KEYS = ("func_name", "job_timeout", "max_attempts", "args", "kwargs")
 KWARGS_KEYS = ("mongo_output_key",)
 SUBMIT_KEYS = ("query", "projection", "queue")
 ARG_SET_KEYS = ("name", "parsers", "keep_files")  # plus the function's parameters
-REPLACEABLE_STATES = (Campaign.State.DRAFT, Campaign.State.DONE, Campaign.State.FAILED)
+REPLACEABLE_STATES = (Campaign.State.DRAFT, Campaign.State.DONE, Campaign.State.FAILED,
+                      Campaign.State.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ def _parse_arg_sets(places: _Places, args: Any, function: str,
 
 def campaign_import(*, definition: CampaignDefinition, dataset_name: Optional[str] = None,
                     replace: bool = False, owner=None) -> Campaign:
-    """Create the campaign of `definition`, or replace a same-named draft/done/failed one.
+    """Create the campaign of `definition`, or replace a same-named draft/done/failed/cancelled one
+    (its ledger of tasks goes with its old arg sets).
 
     dataset_name overrides the definition's dataset. Either everything is written or nothing.
     A replaced campaign keeps its id and owner (unless `owner` is given) and returns to draft.
@@ -232,8 +234,10 @@ def campaign_import(*, definition: CampaignDefinition, dataset_name: Optional[st
         if campaign is not None:
             _check_replaceable(campaign, source=source, replace=replace)
             # New arg sets: new job ids and a new spec key, so nothing of the old ones is
-            # taken for the new.
+            # taken for the new; the old ledger described the old arg sets, so it goes too
+            # (the records keep the results it produced).
             campaign.spec_version += 1
+            campaign.tasks.all().delete()
         else:
             campaign = Campaign(name=definition.name)
         _fill_campaign(campaign, definition=definition, dataset=dataset)

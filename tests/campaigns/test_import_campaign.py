@@ -82,6 +82,7 @@ def test_it_replaces_a_done_campaign_in_place(demo_dataset, write_definition):
     run_import(EXAMPLES / "wb97mv.yaml", "--dataset", "demo")
     old = Campaign.objects.get(name="wb97mv")
     Campaign.objects.filter(pk=old.pk).update(state=Campaign.State.DONE)
+    old.tasks.create(record_id="mol-1", job_id="c1-v1-old", state="done")
     path = write_definition(changed("job_timeout: 15000", "job_timeout: 200").replace("wb97md3bj", "pbe"))
 
     out = run_import(path, "--dataset", "demo", "--replace")
@@ -90,6 +91,7 @@ def test_it_replaces_a_done_campaign_in_place(demo_dataset, write_definition):
     new = Campaign.objects.get(name="wb97mv")
     assert (new.pk, new.job_timeout, new.state) == (old.pk, 200, "draft")
     assert new.spec_version == old.spec_version + 1  # new arg sets, new job ids
+    assert not new.tasks.exists()  # the old ledger described the old arg sets
     assert list(new.arg_sets.values_list("name", flat=True)) == ["pbe"]
 
 
@@ -239,7 +241,7 @@ def test_it_refuses_to_replace_a_running_or_paused_campaign(demo_dataset, campai
         run_import(EXAMPLES / "wb97mv.yaml", "--dataset", "demo", "--replace")
 
     assert str(caught.value) == (f"{EXAMPLES / 'wb97mv.yaml'}: campaign: campaign 'wb97mv' is {state}; only a "
-                                 "campaign in draft, done, failed can be replaced (pause is not enough)")
+                                 "campaign in draft, done, failed, cancelled can be replaced (pause is not enough)")
     assert campaign_snapshot("wb97mv") == before
 
 
