@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, List
 
+from workers.runtime import worker as runtime_worker
+
 if TYPE_CHECKING:
     from campaigns.models import Campaign
 
 # In the order a worker listens: rq's dequeue_any takes from the first queue that has a job.
-PRIORITIES = ("high", "normal", "low")
+PRIORITIES = runtime_worker.PRIORITIES  # the worker expands a bare queue name the same way
 RESULTS_KEY = "htportal:results"
 SPEC_KEY_PREFIX = "htportal:spec"
 FEED_LOCK_PREFIX = "htportal:feed-lock"

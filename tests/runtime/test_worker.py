@@ -356,3 +356,15 @@ def test_it_waits_for_a_restarted_redis_and_goes_on(redis_conn, redis_server, st
     assert [w.name for w in Worker.all(connection=redis_conn)] == ["restart-worker"]
     assert worker.process.poll() is None
     assert "Traceback" not in worker.log
+
+
+def test_a_campaign_queue_name_serves_its_priorities_highest_first(redis_conn, redis_server,
+                                                                    start_worker):
+    low = enqueue(json_queue(redis_conn, "xtb:low"), "noop", "low", reply_to="replies")
+    high = enqueue(json_queue(redis_conn, "xtb:high"), "noop", "high", reply_to="replies")
+    plain = enqueue(json_queue(redis_conn, "xtb"), "noop", "plain", reply_to="replies")
+
+    worker = start_worker("--redis-url", redis_server.url, "--max-tasks", "3", "xtb")
+
+    assert worker.wait(30) == 0, worker.log
+    assert [r["job_id"] for r in replies(redis_conn)] == [high.id, low.id, plain.id]

@@ -454,6 +454,20 @@ def positive_number(text: str) -> float:
     return value
 
 
+PRIORITIES = ("high", "normal", "low")  # campaigns.pipeline_keys uses the same
+
+
+def rq_queue_names(queues: Sequence[str]) -> List[str]:
+    """The RQ queues to listen on: a campaign queue ("xtb") is its three priorities, highest
+    first, then the plain RQ queue of that name; a name with a priority ("xtb:high") is taken
+    as it is."""
+    names: List[str] = []
+    for queue in queues:
+        expanded = [queue] if ":" in queue else [*(f"{queue}:{p}" for p in PRIORITIES), queue]
+        names += [name for name in expanded if name not in names]
+    return names
+
+
 def positive_int(text: str) -> int:
     value = positive_number(text)
     if value != int(value):
@@ -465,7 +479,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="htportal-worker",
         description="htportal's opportunistic RQ worker: runs registry tasks from QUEUEs.")
-    parser.add_argument("queues", nargs="+", metavar="QUEUE")
+    parser.add_argument("queues", nargs="+", metavar="QUEUE",
+                        help="a campaign queue such as xtb (served as xtb:high, xtb:normal, "
+                             "xtb:low, then plain xtb, in that order) or one RQ queue such as "
+                             "xtb:high")
     parser.add_argument("--redis-url", help=f"redis:// or rediss:// URL (default: "
                         f"${config.REDIS_URL}, which keeps a password off the command line)")
     parser.add_argument("--max-idle", type=positive_number, metavar="S",
@@ -547,7 +564,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     location = redis_location(connection)
     try:
         wait_for_first_contact(connection, name)
-        worker = OpportunisticWorker(args.queues, connection=connection, name=name,
+        worker = OpportunisticWorker(rq_queue_names(args.queues), connection=connection, name=name,
                                      max_runtime=args.max_runtime,
                                      heartbeat_interval=settings.heartbeat_interval)
         worker.work(logging_level=args.log_level, max_jobs=args.max_tasks,
