@@ -61,19 +61,38 @@ def test_the_command_writes_one_small_file_and_prints_its_size_and_checksum(bund
     assert "rq 2.8.0, redis 7.0.1" in printed
 
 
+VINA = Path(__file__).resolve().parent / "fixtures" / "vina" / "debian_testdata_seed42"
+
+
+def vina_job(redis_conn):
+    """A real docking (the Debian test data's box, a short search) whose spec, receptor
+    included, sits once in Redis under a key, as the portal writes it."""
+    spec = {"function": "vina.dock", "job_timeout": 300, "arg_sets": [
+        {"name": "site1", "parameters": {
+            "receptor": {"name": "protein.pdbqt", "content": (VINA / "protein.pdbqt").read_text()},
+            "center": [11, 90.5, 57.5], "size": [22, 24, 28], "exhaustiveness": 1, "seed": 42,
+            "cpu": 1, "max_evals": 100000},
+         "parsers": {"stdout": ["vina.affinities"]}, "keep_files": {"out.pdbqt": "{id}.pdbqt"}}]}
+    redis_conn.set("htportal:spec:test-vina:1", json.dumps(spec))
+    record = {"id": "lig1", "input": {"ligand_pdbqt": (VINA / "ligand.pdbqt").read_text()}}
+    return Queue("dock", connection=redis_conn, serializer=JSONSerializer).enqueue(
+        "vina.dock", record=record, spec_key="htportal:spec:test-vina:1", reply_to="replies")
+
+
 @pytest.mark.slow
-def test_a_bare_python_runs_a_real_xtb_task_from_the_bundle(bundle, redis_conn, redis_server,
-                                                            tmp_path):
+def test_a_bare_python_runs_real_xtb_and_vina_tasks_from_the_bundle(bundle, redis_conn,
+                                                                    redis_server, tmp_path):
     out, _ = bundle
     spec = {"function": "xtb.run", "job_timeout": 300, "arg_sets": [
         {"name": "gfn2", "parameters": {"method": "gfn2", "task": "grad"},
          "parsers": {"stdout": ["xtb.energy"]}, "keep_files": {"stdout": "{id}_gfn2.out"}}]}
     job = Queue("xtb", connection=redis_conn, serializer=JSONSerializer).enqueue(
         "xtb.run", record=water_record(), spec=spec, reply_to="replies")
+    docking = vina_job(redis_conn)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
            "HTPORTAL_REDIS_URL": redis_server.url}
 
-    run = subprocess.run([bare_python(), "-I", str(out), "--max-tasks", "1", "xtb"],
+    run = subprocess.run([bare_python(), "-I", str(out), "--max-tasks", "2", "xtb", "dock"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
     assert run.returncode == 0, run.stderr
@@ -85,6 +104,12 @@ def test_a_bare_python_runs_a_real_xtb_task_from_the_bundle(bundle, redis_conn, 
     assert result["files"][0]["name"] == "water_gfn2.out"
     reply = json.loads(redis_conn.lpop("replies"))
     assert reply["job_id"] == job.id and reply["result"]["record_id"] == "water"
+    docked = docking.return_value(refresh=True)
+    assert docked["status"] == "ok", docked
+    values = docked["arg_sets"]["site1"]["values"]
+    assert values["best_affinity"]["unit"] == "kcal/mol" and values["best_affinity"]["value"] < 0
+    assert values["best_affinity"]["value"] == min(values["affinities"]["value"])
+    assert [f["name"] for f in docked["files"]] == ["lig1.pdbqt"]
     assert "Traceback" not in run.stderr
 
 

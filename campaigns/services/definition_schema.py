@@ -229,6 +229,7 @@ PARAMETERS: Dict[str, Dict[str, Check]] = {
         "num_modes": _integer("num_modes", 1),
         "cpu": _integer("cpu", 1),
         "seed": _integer("seed", None),
+        "max_evals": _integer("max_evals", 1),
     },
     "noop": {},
     "sleep": {"seconds": _number("seconds", 0)},

@@ -15,7 +15,8 @@ def dock(*, record: dict, arg_set: dict, ctx: TaskContext) -> None:
     """Write the receptor and ligand, run vina; poses go to out.pdbqt, the mode table to stdout.
 
     Parameters: receptor {"name": "protein.pdbqt", "content": "<pdbqt>"}, center and size
-    ([x, y, z], Å), exhaustiveness (8), num_modes (9), cpu (1), seed (none: vina picks one).
+    ([x, y, z], Å), exhaustiveness (8), num_modes (9), cpu (1), seed (none: vina picks one),
+    max_evals (none: vina's heuristic; a cap bounds the run time of each search).
     The ligand is the record's `ligand_pdbqt` text, or its geometry converted by Open Babel.
     """
     params = Parameters(arg_set)
@@ -25,7 +26,8 @@ def dock(*, record: dict, arg_set: dict, ctx: TaskContext) -> None:
     options = {"exhaustiveness": params.integer("exhaustiveness", default=8, minimum=1),
                "num_modes": params.integer("num_modes", default=9, minimum=1),
                "cpu": params.integer("cpu", default=1, minimum=1),
-               "seed": params.integer("seed", default=None, minimum=None)}
+               "seed": params.integer("seed", default=None, minimum=None),
+               "max_evals": params.integer("max_evals", default=None, minimum=1)}
     (ctx.workdir / receptor["name"]).write_text(receptor["content"])
     _write_ligand(record, ctx)
     box = [f"--{what}_{axis}={value:g}" for what, values in (("center", center), ("size", size))
