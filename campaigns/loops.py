@@ -34,6 +34,9 @@ BACKOFF_CAP_S = 30.0
 LOCK_TTL_S = 20
 COLLECTOR_LOCK_KEY = "htportal:collector-lock"
 FEED_EVERY_S = 1.0
+# One turn's share of feeding and collecting (see CollectorLoop.turn).
+FEED_STEP_JOBS = 5000
+COLLECT_STEP_S = 2.0
 RECONCILE_EVERY_S = 10.0
 IDLE_NAP_S = 2.0
 LOCK_WAIT_S = 5.0
@@ -235,6 +238,14 @@ class CollectorLoop:
                     except REDIS_ERRORS as exc:
                         self._outage("Redis unreachable", exc)
                         continue
+                    except LockLost as exc:
+                        # The batch stays in Redis and is collected again: writing is idempotent.
+                        log.warning("%s; the batch stays in Redis; taking the lock again", exc)
+                        if once:
+                            raise
+                        if not self._take_lock(once=False):
+                            break  # asked to stop while waiting
+                        continue
                     self.backoff.reset()
                     if not worked:
                         if once:
@@ -245,19 +256,34 @@ class CollectorLoop:
         return self.totals
 
     def turn(self) -> bool:
-        """One turn of the loop; True when it collected something."""
+        """One turn of the loop; True when it collected something.
+
+        A turn feeds at most FEED_STEP_JOBS jobs (a large window fills over a few turns, and
+        the lock is renewed in between), then collects full batches for up to
+        COLLECT_STEP_S: results are what a person waits for, so they are never starved.
+        """
         self._renew()
         if time.monotonic() - self.last_feed >= FEED_EVERY_S:
-            queues_feed(connection=self.connection, window=self.window)
-            self.last_feed = time.monotonic()
-        report = results_collect(connection=self.connection, limit=self.batch,
-                                 max_result_bytes=self.max_result_bytes, lock=self.lock)
-        if report.taken:
-            log.info("collector %s: %s", self.name, report.line())
-            self._count(report)
+            fed = queues_feed(connection=self.connection, window=self.window,
+                              max_jobs=FEED_STEP_JOBS)
+            # A feed that stopped at its budget goes on next turn, without waiting.
+            self.last_feed = float("-inf") if fed.spent else time.monotonic()
+            self._renew()
+        started, taken = time.monotonic(), 0
+        while True:
+            report = results_collect(connection=self.connection, limit=self.batch,
+                                     max_result_bytes=self.max_result_bytes, lock=self.lock)
+            taken += report.taken
+            if report.taken:
+                log.info("collector %s: %s", self.name, report.line())
+                self._count(report)
+            if (report.taken < self.batch or self.signals.stopping
+                    or time.monotonic() - started >= COLLECT_STEP_S):
+                break
+            self._renew()
         if time.monotonic() - self.last_reconcile >= self.reconcile_every:
             self.reconcile(caught_up=report.taken < self.batch)
-        return report.taken > 0
+        return taken > 0
 
     def reconcile(self, *, caught_up: bool) -> None:
         report = tasks_reconcile(connection=self.connection, check_missing=caught_up)

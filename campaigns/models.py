@@ -235,3 +235,29 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign_id}:{self.record_id} ({self.state})"
+
+
+class TaskMinute(models.Model):
+    """How many of a campaign's tasks became done, and failed for good, in one minute (UTC).
+
+    A history of completions, kept by campaigns.services.rollups in the transactions that write
+    the ledger; the dashboard's per-minute series reads it instead of grouping the ledger.
+    """
+
+    # No index of its own: the unique (campaign, minute) index serves every lookup by campaign,
+    # the series' "this campaign's minutes in order" among them.
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="task_minutes",
+                                 db_index=False)
+    minute = models.DateTimeField()
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["campaign", "minute"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "minute"], name="one_task_minute"),
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.campaign_id}@{self.minute:%Y-%m-%d %H:%M}: {self.done} done, "
+                f"{self.failed} failed")

@@ -5,7 +5,9 @@ One batch (`results_collect`): read up to `limit` envelopes (LRANGE, nothing rem
 check each one, store the kept files, then in ONE transaction write the records' results and
 update the ledger, and only after the commit trim the envelopes from the list. A collector that
 dies anywhere before the trim leaves the batch in Redis, and the next run writes it again:
-writing is idempotent, and a task already `done` is skipped, so every result is written once.
+writing is idempotent, and a task already `done` is skipped, so every result is written once
+(and counted once in the per-minute rollup, campaigns.services.rollups, written in the same
+transaction from the tasks of the batch, none of which was finished before it).
 
 A result that does not check out (not JSON, wrong shape, another record, too large, a kept
 file whose checksum fails) fails its task with the reason as a failed attempt; it never stops
@@ -25,8 +27,10 @@ from django.utils import timezone
 from redis import Redis
 
 from campaigns import pipeline_keys as keys
+from campaigns.bulk import rows_update
 from campaigns.models import ArgSet, Campaign, Task
 from campaigns.services.kept_files import kept_file_save
+from campaigns.services.rollups import task_minutes_add, transitions_of
 from campaigns.stores import ResultUpdate, store_for
 from workers.runtime import keepfiles
 from workers.runtime.errors import KeepFileError
@@ -133,6 +137,7 @@ def results_collect(*, connection: Redis, limit: int = DEFAULT_LIMIT,
         with transaction.atomic():
             _write_results(outcomes)
             _update_ledger(outcomes, report)
+            task_minutes_add(transitions=transitions_of(o.task for o in outcomes))
             report.finished_campaigns = campaigns_finish(
                 campaign_ids={o.task.campaign_id for o in outcomes})
         _trim(connection, len(raw), lock)
@@ -359,7 +364,7 @@ def _update_ledger(outcomes: list[Outcome], report: CollectReport) -> None:
         else:
             task.state = Task.State.PENDING
             report.retried += 1
-    Task.objects.bulk_update([o.task for o in outcomes], LEDGER_FIELDS, batch_size=500)
+    rows_update(objects=[o.task for o in outcomes], fields=LEDGER_FIELDS)
 
 
 def _trim(connection: Redis, taken: int, lock: LoopLock | None) -> None:

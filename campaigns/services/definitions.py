@@ -238,6 +238,7 @@ def campaign_import(*, definition: CampaignDefinition, dataset_name: Optional[st
             # (the records keep the results it produced).
             campaign.spec_version += 1
             campaign.tasks.all().delete()
+            campaign.task_minutes.all().delete()  # its per-minute series goes with it
         else:
             campaign = Campaign(name=definition.name)
         _fill_campaign(campaign, definition=definition, dataset=dataset)

@@ -36,6 +36,7 @@ from campaigns.errors import ApplicationError
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import (PRIORITIES, RESULTS_KEY, campaign_rq_queue, campaign_spec_key,
                                      feed_lock_key, worker_rq_queues)
+from campaigns.services.rollups import task_minutes_add
 from campaigns.services.specs import campaign_spec_publish
 from campaigns.stores import chunked, store_for
 
@@ -73,6 +74,12 @@ class FeedReport:
     by_queue: Dict[str, int] = field(default_factory=dict)  # RQ queue -> jobs put there
     busy: List[str] = field(default_factory=list)  # worker queues another feeder held
     errors: List[str] = field(default_factory=list)  # campaigns that could not be fed, and why
+    budget: Optional[int] = None  # at most this many jobs in this call (max_jobs)
+
+    @property
+    def spent(self) -> bool:
+        """The call stopped at its budget: there may be more to feed at once."""
+        return self.budget is not None and self.queued >= self.budget
 
     def line(self) -> str:
         """One line for a person: `queued 1,200 jobs (xtb:high 200, xtb:normal 1,000)`."""
@@ -106,14 +113,17 @@ class _Batch:
 
 
 def queues_feed(*, connection: Redis, window: Optional[int] = None,
-                queues: Optional[Sequence[str]] = None) -> FeedReport:
+                queues: Optional[Sequence[str]] = None,
+                max_jobs: Optional[int] = None) -> FeedReport:
     """Top up each worker queue of the running campaigns (or only `queues`) to its window.
 
     Args:
         window: jobs waiting per worker queue; None: settings.FEED_WINDOW, or sized from the
             live workers (feed_window).
+        max_jobs: queue at most this many jobs in this call (the collector feeds in bounded
+            steps between its batches, so a window of 40,000 never holds up collecting).
     """
-    report = FeedReport()
+    report = FeedReport(budget=max_jobs)
     running = Campaign.objects.filter(state=Campaign.State.RUNNING)
     if queues is not None:
         running = running.filter(queue__in=list(queues))
@@ -167,6 +177,8 @@ def _queue_feed(*, connection: Redis, queue: str, window: Optional[int], lock: L
     size = window if window is not None else feed_window(connection=connection, queue=queue)
     waiting = queued_count(connection=connection, queue=queue)
     room = size - waiting
+    if report.budget is not None:
+        room = min(room, report.budget - report.queued)
     if room <= 0:
         return
     # Read under the lock: a campaign cancelled or paused meanwhile is not fed.
@@ -332,13 +344,15 @@ def _tasks_fail_missing(*, campaign: Campaign, task_ids: List[int]) -> None:
     now = timezone.now()
     log.warning("campaign %s: %s records are no longer in dataset %s; their tasks failed",
                 campaign.name, len(task_ids), campaign.dataset.name)
+    failed = 0
     with transaction.atomic():
         for part in _id_parts(task_ids):
-            Task.objects.filter(pk__in=part, state=Task.State.PENDING).update(
+            failed += Task.objects.filter(pk__in=part, state=Task.State.PENDING).update(
                 state=Task.State.FAILED, error_class="RecordMissing",
                 error_message=Concat(Value("record "), F("record_id"),
                                      Value(f" is no longer in dataset {campaign.dataset.name}")),
                 finished_at=now, updated_at=now)
+        task_minutes_add(transitions=[(campaign.pk, now, Task.State.FAILED)] * failed)
 
 
 def _release(lock: Lock) -> None:

@@ -23,6 +23,7 @@ from rq.serializers import JSONSerializer
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import campaign_rq_queue
 from campaigns.services.collecting import campaigns_finish
+from campaigns.services.rollups import task_minutes_add, transitions_of
 from campaigns.stores import chunked
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def _worker_lost(tasks: list[Task], jobs: dict[str, Job], report: ReconcileRepor
     with transaction.atomic():
         Task.objects.bulk_update(tasks, ["state", "attempts", "error_class", "error_message",
                                          "output_tail", "worker", "finished_at", "updated_at"])
+        task_minutes_add(transitions=transitions_of(tasks))
         campaigns_finish(campaign_ids={task.campaign_id for task in tasks})
 
 

@@ -23,6 +23,8 @@ def campaign_resubmit_failed(*, campaign: Campaign) -> int:
     A done or failed campaign with tasks put back becomes running, so the feeder queues them at
     its next round (the feeder deletes the old failed job from Redis before it queues the new
     one under the same job id). The tasks keep their last error until an attempt replaces it.
+    The per-minute series keeps their past failures: it is a history of completions
+    (campaigns.services.rollups), and a task that fails again counts again.
     """
     if campaign.state not in RESUBMITTABLE_STATES:
         raise ApplicationError(f"campaign {campaign.name} is {campaign.state}: only a "

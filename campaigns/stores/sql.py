@@ -10,6 +10,7 @@ from django.utils import timezone
 from campaigns.errors import ApplicationError
 from campaigns.models import Dataset, Record
 from campaigns.query import compile_query
+from campaigns.bulk import rows_update
 from campaigns.stores import RecordStore, ResultUpdate, chunked, cut_input, not_an_object
 
 # Records read, modified and written back per bulk_update: bounds memory (inputs are not read)
@@ -23,7 +24,10 @@ class SqlRecordStore(RecordStore):
         self.using = using
 
     def _records(self) -> QuerySet[Record]:
-        return Record.objects.using(self.using).filter(dataset=self.dataset)
+        # No default ordering: Record's (dataset, id) ordering joins the dataset table and
+        # sorts, which made SQLite walk the whole dataset instead of the (dataset, record_id)
+        # index: 0.09 s instead of 0.001 s for 500 ids (bench_scale.py).
+        return Record.objects.using(self.using).filter(dataset=self.dataset).order_by()
 
     def _selected(self, query: dict) -> QuerySet[Record]:
         return self._records().filter(compile_query(query))
@@ -85,7 +89,7 @@ class SqlRecordStore(RecordStore):
                 record.results[update.output_key][update.arg_set] = update.value
                 matched += 1
             record.updated_at = now
-        Record.objects.using(self.using).bulk_update(records, ["results", "updated_at"])
+        rows_update(objects=records, fields=["results", "updated_at"], using=self.using)
         return matched
 
     def _insert(self, records: dict[str, dict]) -> int:

@@ -83,6 +83,7 @@ def test_it_replaces_a_done_campaign_in_place(demo_dataset, write_definition):
     old = Campaign.objects.get(name="wb97mv")
     Campaign.objects.filter(pk=old.pk).update(state=Campaign.State.DONE)
     old.tasks.create(record_id="mol-1", job_id="c1-v1-old", state="done")
+    old.task_minutes.create(minute="2026-11-26T10:00:00Z", done=1)
     path = write_definition(changed("job_timeout: 15000", "job_timeout: 200").replace("wb97md3bj", "pbe"))
 
     out = run_import(path, "--dataset", "demo", "--replace")
@@ -92,6 +93,7 @@ def test_it_replaces_a_done_campaign_in_place(demo_dataset, write_definition):
     assert (new.pk, new.job_timeout, new.state) == (old.pk, 200, "draft")
     assert new.spec_version == old.spec_version + 1  # new arg sets, new job ids
     assert not new.tasks.exists()  # the old ledger described the old arg sets
+    assert not new.task_minutes.exists()  # and so did its per-minute series
     assert list(new.arg_sets.values_list("name", flat=True)) == ["pbe"]
 
 

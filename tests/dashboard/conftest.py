@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from campaigns.models import ArgSet, Campaign, Dataset, Task
 from campaigns.pipeline_keys import job_id
+from campaigns.services.rollups import task_minutes_rebuild
 
 PASSWORD = "dashboard-pw-1"
 
@@ -47,7 +48,8 @@ def portal_redis(redis_conn, redis_server, settings):
 def make_ledger(db) -> Callable[..., Campaign]:
     """make_ledger(name, owner, states={"done": 3, ...}, state="running") -> a noop campaign on
     queue "dash" whose tasks are in the given states; done and failed ones finished 30 s ago,
-    failed ones with error class "ProgramFailed", a message and an output tail."""
+    failed ones with error class "ProgramFailed", a message and an output tail; the per-minute
+    rollup counted from them."""
     def make(name: str, owner=None, states: dict | None = None, state: str = "running",
              **fields) -> Campaign:
         dataset, _ = Dataset.objects.get_or_create(name="dash-data")
@@ -68,6 +70,7 @@ def make_ledger(db) -> Callable[..., Campaign]:
                     finished_at=finished if ended else None,
                     **(_failure(number) if task_state == "failed" else {})))
         Task.objects.bulk_create(tasks)
+        task_minutes_rebuild(campaign_ids=[campaign.pk])  # as the collector would have
         return campaign
     return make
 

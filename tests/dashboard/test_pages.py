@@ -13,6 +13,7 @@ from rq import Queue, Worker
 
 from campaigns.dashboard import display, selectors
 from campaigns.models import Campaign, Record, Task
+from campaigns.services.rollups import task_minutes_rebuild
 from campaigns.status import campaign_status
 from workers.models import ScalerEvent, WorkerPool
 
@@ -141,9 +142,10 @@ def test_the_series_counts_done_and_failed_tasks_per_minute_in_one_query(make_le
         finished_at=now - timedelta(minutes=5))
     Task.objects.filter(campaign=campaign, state="done", record_id="done-0005").update(
         finished_at=now - timedelta(hours=3))
+    task_minutes_rebuild(campaign_ids=[campaign.pk])
     with CaptureQueriesContext(db_connection) as queries:
         series = selectors.campaign_series(campaign=campaign, span="hour", now=now)
-    assert len(queries) == 1 and "GROUP BY" in queries[0]["sql"]
+    assert len(queries) == 1 and '"campaigns_taskminute"' in queries[0]["sql"]
     assert len(series.minutes) == 60 and series.minutes[-1] % 60 == 0
     assert sum(series.done) == 5 and sum(series.failed) == 2  # the 3-hour-old one is out
     assert series.done[-6] == 2  # five minutes before `now`
@@ -217,6 +219,8 @@ def test_resubmit_puts_failed_tasks_back_to_pending(owner_client, make_ledger, o
                                      args=[campaign.pk, "resubmit"]), follow=True).content.decode()
     assert "flaky: 2 failed tasks back to pending" in body
     assert campaign.tasks.filter(state="pending", attempts=0).count() == 2
+    # The series is a history of completions: the failures stay in it.
+    assert sum(selectors.campaign_series(campaign=campaign, span="start").failed) == 2
     assert Campaign.objects.get(pk=campaign.pk).state == "running"
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import time
 
 import pytest
 from django.core.files.storage import default_storage
@@ -10,8 +12,9 @@ from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
+from campaigns import loops
 from campaigns.loops import COLLECTOR_LOCK_KEY, Backoff, CollectorLoop, LoopLock
-from campaigns.models import Campaign, Record, Task
+from campaigns.models import Campaign, Record, Task, TaskMinute
 from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.services import collecting
 from campaigns.services.collecting import LockLost, results_collect
@@ -233,6 +236,53 @@ def test_hundreds_of_results_take_a_bounded_number_of_queries(redis_conn, submit
     assert campaign.tasks.filter(state="done").count() == 600
 
 
+# --- the per-minute rollup ---------------------------------------------------------------------
+
+def rollup(campaign: Campaign) -> list[tuple[str, int, int]]:
+    """(minute as HH:MM in UTC, done, failed) of the campaign's rollup rows, in order."""
+    return [(f"{minute:%H:%M}", done, failed) for minute, done, failed in
+            TaskMinute.objects.filter(campaign=campaign).order_by("minute")
+            .values_list("minute", "done", "failed")]
+
+
+def test_done_and_failed_for_good_tasks_count_in_the_minute_they_finished(redis_conn, submitted):
+    campaign, tasks = submitted(records=4, max_attempts=1)
+    push(redis_conn, ok(tasks[0]), ok(tasks[1], finished_at="2026-11-26T10:00:59.9+00:00"),
+         ok(tasks[2], arg_sets={"a": failed_part()}),
+         ok(tasks[3], finished_at="2026-11-26T10:01:00+00:00"))
+    results_collect(connection=redis_conn)
+    assert rollup(campaign) == [("10:00", 2, 1), ("10:01", 1, 0)]
+
+
+def test_a_later_batch_adds_to_the_minute(redis_conn, submitted):
+    campaign, tasks = submitted(records=3, max_attempts=1)
+    push(redis_conn, ok(tasks[0]))
+    results_collect(connection=redis_conn)
+    push(redis_conn, ok(tasks[1]), ok(tasks[2], arg_sets={"a": failed_part()}))
+    results_collect(connection=redis_conn)
+    assert rollup(campaign) == [("10:00", 2, 1)]
+
+
+def test_a_retried_failure_is_not_counted_until_it_fails_for_good(redis_conn, submitted):
+    campaign, tasks = submitted(records=1, max_attempts=2)
+    push(redis_conn, ok(tasks[0], arg_sets={"a": failed_part()}))
+    assert results_collect(connection=redis_conn).retried == 1
+    assert rollup(campaign) == []
+    push(redis_conn, ok(tasks[0], arg_sets={"a": failed_part()},
+                        finished_at="2026-11-26T10:07:00+00:00"))
+    assert results_collect(connection=redis_conn).failed == 1
+    assert rollup(campaign) == [("10:07", 0, 1)]
+
+
+def test_a_result_delivered_twice_counts_once(redis_conn, submitted):
+    campaign, tasks = submitted(records=1)
+    push(redis_conn, ok(tasks[0]), ok(tasks[0]))
+    results_collect(connection=redis_conn)
+    push(redis_conn, ok(tasks[0]))
+    assert results_collect(connection=redis_conn).skipped == 1
+    assert rollup(campaign) == [("10:00", 1, 0)]
+
+
 def test_results_stay_in_redis_when_the_database_fails_mid_batch(redis_conn, submitted,
                                                                  monkeypatch):
     campaign, tasks = submitted(records=3)
@@ -247,8 +297,10 @@ def test_results_stay_in_redis_when_the_database_fails_mid_batch(redis_conn, sub
     assert redis_conn.llen(RESULTS_KEY) == 3
     assert results_of(campaign) == {t.record_id: None for t in tasks}
     assert set(campaign.tasks.values_list("state", flat=True)) == {"pending"}
+    assert rollup(campaign) == []
     monkeypatch.undo()
     assert results_collect(connection=redis_conn).done == 3
+    assert rollup(campaign) == [("10:00", 3, 0)]
 
 
 def test_the_batch_is_not_trimmed_by_a_collector_that_lost_its_lock(redis_conn, submitted):
@@ -288,6 +340,37 @@ def test_the_loop_waits_out_a_database_outage_and_then_writes(redis_conn, submit
         "retrying in 0.1 s"]
     assert "collector t1: collected 3 results (3 done) in" in caplog.text
     assert redis_conn.llen(RESULTS_KEY) == 0
+
+
+def test_the_loop_takes_the_lock_again_after_losing_it_and_loses_no_result(
+        redis_conn, submitted, monkeypatch, caplog):
+    campaign, tasks = submitted(records=3)
+    push(redis_conn, *[ok(task) for task in tasks])
+    real, lost = loops.results_collect, []
+
+    def losing(**kwargs):
+        if not lost:  # the lock expired during a long step: the first batch must not be trimmed
+            lost.append(1)
+            redis_conn.delete(COLLECTOR_LOCK_KEY)
+            raise LockLost("collector t2: lost the lock")
+        return real(**kwargs)
+    monkeypatch.setattr(loops, "results_collect", losing)
+    loop = CollectorLoop(connection=redis_conn, name="t2")
+
+    def stop_when_collected():
+        deadline = time.monotonic() + 20
+        while redis_conn.llen(RESULTS_KEY) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loop.signals.stopping = True
+    stopper = threading.Thread(target=stop_when_collected)
+    stopper.start()
+    with caplog.at_level(logging.INFO):
+        totals = loop.run()
+    stopper.join()
+
+    assert lost and (totals.results, totals.done) == (3, 3)
+    assert "collector t2: lost the lock; the batch stays in Redis; taking the lock again" in caplog.text
+    assert campaign.tasks.filter(state="done").count() == 3
 
 
 def test_collect_once_says_so_when_another_collector_runs(portal_redis, submitted):

@@ -102,6 +102,7 @@ def test_a_missing_record_fails_its_task_and_is_never_enqueued(make_campaign, re
         "failed", "RecordMissing", "record mol-000001 is no longer in dataset noop_demo-records")
     assert task.job_id not in queued_ids(redis_conn)
     assert not redis_conn.exists(Job.key_for(task.job_id))
+    assert list(campaign.task_minutes.values_list("done", "failed")) == [(0, 1)]
 
 
 def test_a_task_fed_twice_is_queued_once(make_campaign, redis_conn):
@@ -237,3 +238,15 @@ def test_a_fed_job_is_the_hash_rq_enqueue_many_writes(make_campaign, redis_conn)
         k: v for k, v in by_rq.items() if k not in timestamps} | {b"origin": b"pipe:normal"}
     assert set(fed) == set(by_rq)
     assert redis_conn.smembers("rq:queues") == {b"rq:queue:pipe:normal", b"rq:queue:pipe:other"}
+
+
+def test_max_jobs_bounds_one_feed_and_says_when_it_stopped_there(make_campaign, redis_conn):
+    campaign = make_campaign(records=12)
+    campaign_submit(campaign=campaign)
+
+    first = queues_feed(connection=redis_conn, window=100, max_jobs=5)
+    assert (first.queued, first.spent) == (5, True)
+    second = queues_feed(connection=redis_conn, window=100, max_jobs=5)
+    third = queues_feed(connection=redis_conn, window=100, max_jobs=5)
+    assert (second.queued, third.queued, third.spent) == (5, 2, False)
+    assert len(queued_ids(redis_conn)) == 12

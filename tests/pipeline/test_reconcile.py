@@ -112,5 +112,6 @@ def test_a_lost_worker_on_the_last_attempt_fails_the_task(fed, redis_conn, proce
     age_started_registries(redis_conn)
     report = tasks_reconcile(connection=redis_conn)
     assert (report.failed, states(campaign)) == (1, {"failed": 1})
+    assert list(campaign.task_minutes.values_list("done", "failed")) == [(0, 1)]
     assert Campaign.objects.get(pk=campaign.pk).state == "done"
     assert report.line() == "reconciled: 1 lost with their worker (failed)"
