@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 from redis import Redis
+from rq.job import Job
+from rq.results import get_key as result_key
 
 from campaigns import pipeline_keys as keys
 from campaigns.bulk import rows_update
@@ -141,6 +143,7 @@ def results_collect(*, connection: Redis, limit: int = DEFAULT_LIMIT,
             report.finished_campaigns = campaigns_finish(
                 campaign_ids={o.task.campaign_id for o in outcomes})
         _trim(connection, len(raw), lock)
+        _jobs_forget(connection, outcomes)
         report.lag_s = _lag(outcomes)
     report.seconds = time.monotonic() - started
     return report
@@ -372,6 +375,24 @@ def _trim(connection: Redis, taken: int, lock: LoopLock | None) -> None:
         connection.ltrim(keys.RESULTS_KEY, taken, -1)
     elif not connection.eval(_TRIM_IF_HOLDER, 2, keys.RESULTS_KEY, lock.key, taken, lock.token):
         raise LockLost(f"the lock {lock.key} is no longer ours; the batch stays in Redis")
+
+
+def _jobs_forget(connection: Redis, outcomes: list[Outcome]) -> None:
+    """Delete what rq keeps of the jobs whose tasks are now finished: their hash, rq's copy of
+    the result and their registry entries. Their result is in the database now; kept for
+    rq's result_ttl they cost ~6 kB a task, which made Redis grow with throughput, not with the
+    window (bench_pipeline.py memory). Tasks going back to pending keep theirs: the feeder
+    replaces a stale job itself."""
+    finished = [o.task for o in outcomes if o.task.state in (Task.State.DONE, Task.State.FAILED)]
+    if not finished:
+        return
+    with connection.pipeline(transaction=False) as pipe:
+        for task in finished:
+            queue = keys.campaign_rq_queue(campaign=task.campaign)
+            pipe.delete(Job.key_for(task.job_id), result_key(task.job_id))
+            pipe.zrem(f"rq:finished:{queue}", task.job_id)
+            pipe.zrem(f"rq:failed:{queue}", task.job_id)
+        pipe.execute()
 
 
 def _lag(outcomes: list[Outcome]) -> float | None:

@@ -400,3 +400,21 @@ def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(redis_conn):
     lock.acquire()
     assert lock.holder() == lock.token
 
+
+
+def test_finished_jobs_leave_nothing_in_redis_and_retried_ones_stay(redis_conn, submitted):
+    from campaigns.services.feeding import queues_feed
+
+    campaign, (done, retried) = submitted(records=2)
+    queues_feed(connection=redis_conn, window=10)
+    for task in (done, retried):  # as a worker leaves them: finished, in the registry, a result
+        redis_conn.hset(f"rq:job:{task.job_id}", "status", "finished")
+        redis_conn.zadd("rq:finished:pipe:normal", {task.job_id: 1})
+        redis_conn.xadd(f"rq:results:{task.job_id}", {"type": "1"})
+    push(redis_conn, ok(done), ok(retried, arg_sets={"a": failed_part()}))
+
+    results_collect(connection=redis_conn)
+
+    assert not redis_conn.exists(f"rq:job:{done.job_id}", f"rq:results:{done.job_id}")
+    assert redis_conn.zrange("rq:finished:pipe:normal", 0, -1) == [retried.job_id.encode()]
+    assert redis_conn.exists(f"rq:job:{retried.job_id}")
