@@ -262,4 +262,5 @@ def _deadline(job_timeout: object) -> Optional[float]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Milliseconds: the portal measures how long a result takes to become durable.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
