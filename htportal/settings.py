@@ -121,7 +121,7 @@ RQ = {"JOB_CLASS": "rq.job.Job", "SERIALIZER": "rq.serializers.JSONSerializer"}
 # priorities together), topping it up from the task ledger. 0: size it from the live workers,
 # max(FEED_MIN_WINDOW, 4 x the workers listening on that queue).
 FEED_WINDOW = env_int("HTPORTAL_FEED_WINDOW", 0)
-FEED_MIN_WINDOW = env_int("HTPORTAL_FEED_MIN_WINDOW", 500)
+FEED_MIN_WINDOW = env_int("HTPORTAL_FEED_MIN_WINDOW", 2000)
 
 # Every endpoint needs a login: a token for scripts, the session for the browser.
 REST_FRAMEWORK = {
