@@ -329,12 +329,14 @@ def plain_rq_e2e(portal: Portal, payloads: List[Tuple[str, dict]]) -> dict:
 
 
 def bench_e2e(portal: Portal, *, tasks: int) -> None:
+    from django.conf import settings
+
     print(f"\n[e2e] {tasks:,} no-op tasks, 2 worker processes", flush=True)
     dataset = portal.dataset("e2e", tasks)
     payloads = list(record_inputs(dataset))
     results = [
         htportal_e2e(portal, dataset, tasks=tasks, window=None,
-                     label="htportal, default window (500)"),
+                     label=f"htportal, default window ({settings.FEED_MIN_WINDOW})"),
         htportal_e2e(portal, dataset, tasks=tasks, window=E2E_WIDE_WINDOW,
                      label=f"htportal, HTPORTAL_FEED_WINDOW={E2E_WIDE_WINDOW}"),
     ]

@@ -34,9 +34,9 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_CAP_S = 30.0
 LOCK_TTL_S = 20
 COLLECTOR_LOCK_KEY = "htportal:collector-lock"
-# Often enough that fast tasks never drain a window between two feeds (a feed with nothing
-# to do costs one query and a few LLENs).
-FEED_EVERY_S = 0.25
+# The default window (settings.FEED_MIN_WINDOW) holds several seconds of the fastest tasks,
+# so feeding once a second keeps workers busy without taking their CPU.
+FEED_EVERY_S = 1.0
 # One turn's share of feeding and collecting (see CollectorLoop.turn).
 FEED_STEP_JOBS = 5000
 COLLECT_STEP_S = 2.0
