@@ -293,12 +293,15 @@ class CollectorLoop:
         """Wait up to IDLE_NAP_S for results, looking every IDLE_POLL_S: a result that arrives
         is written within a fraction of a second, while an idle collector costs Redis a few
         LLENs a second."""
-        self._renew()
         end = time.monotonic() + IDLE_NAP_S
-        while not self.signals.stopping and time.monotonic() < end:
-            if self.connection.llen(RESULTS_KEY):
-                return
-            time.sleep(IDLE_POLL_S)
+        try:
+            self._renew()
+            while not self.signals.stopping and time.monotonic() < end:
+                if self.connection.llen(RESULTS_KEY):
+                    return
+                time.sleep(IDLE_POLL_S)
+        except REDIS_ERRORS:
+            return  # the next turn meets the outage, says so and backs off
 
     def reconcile(self, *, caught_up: bool) -> None:
         report = tasks_reconcile(connection=self.connection, check_missing=caught_up)
