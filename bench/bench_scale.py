@@ -60,6 +60,17 @@ FEED_LINE = re.compile(r"fed \S+: ([\d,]+) jobs \(window ([\d,]+), ([\d,]+) were
 
 # --- processes and their CPU ------------------------------------------------------------------
 
+def terminate(popen: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds; reaped either way."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
+
+
 def raise_fd_limit(needed: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard one (children inherit it); return it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -117,13 +128,7 @@ class Sim:
                 self.last = state
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(60)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        terminate(self.popen)
         self.reader.join(5)
         self.stderr.close()
 
@@ -220,13 +225,7 @@ class Collector:
         return self.dead_ticks + self.last_ticks
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(60)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        terminate(self.popen)
 
 
 def done_count(db: sqlite3.Connection) -> int:
