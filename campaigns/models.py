@@ -119,6 +119,12 @@ class Campaign(models.Model):
     # Bumped whenever the arg sets change, so that job ids (and the spec key in Redis) of the
     # old arg sets are never mistaken for the new ones.
     spec_version = models.PositiveIntegerField(default=1, editable=False)
+    # Set by staff only: program inputs of a trusted campaign may use directives that start other
+    # programs or read paths outside the scratch directory (campaigns.services.input_policy).
+    trusted = models.BooleanField(
+        default=False,
+        help_text="staff only: allow program directives that start other programs or reach "
+                  "outside the task's scratch directory")
     notes = models.TextField(blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -209,6 +215,11 @@ class Task(models.Model):
     job_id = models.CharField(max_length=100, unique=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # One more each time the feeder puts the task's job in Redis: the attempt id a job carries
+    # (campaigns.attempts) names its delivery, and only that delivery's result is applied.
+    delivery = models.PositiveIntegerField(default=0)
+    host = models.CharField(max_length=200, blank=True,
+                            help_text="the host that sent the last result")
     error_class = models.CharField(max_length=100, blank=True)
     error_message = models.TextField(blank=True)
     output_tail = models.TextField(blank=True)

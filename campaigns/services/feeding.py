@@ -32,6 +32,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import now as rq_now
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from campaigns.attempts import attempt_id
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import (PRIORITIES, RESULTS_KEY, campaign_rq_queue, campaign_spec_key,
@@ -105,11 +106,12 @@ class _Batch:
     missing: List[int] = field(default_factory=list)  # task ids
     in_flight: List[int] = field(default_factory=list)
     stale: List[str] = field(default_factory=list)  # job ids whose old, finished hash is in Redis
-    enqueue: List[Tuple[int, str, str]] = field(default_factory=list)  # (task id, record, job id)
+    # (task id, record id, job id, delivery): delivery is the number the job's attempt id names
+    enqueue: List[Tuple[int, str, str, int]] = field(default_factory=list)
 
     @property
     def fed(self) -> List[int]:
-        return self.in_flight + [task_id for task_id, _, _ in self.enqueue]
+        return self.in_flight + [task_id for task_id, _, _, _ in self.enqueue]
 
 
 def queues_feed(*, connection: Redis, window: Optional[int] = None,
@@ -218,16 +220,19 @@ def _campaign_feed(*, campaign: Campaign, connection: Redis, room: int, lock: Lo
     while fed < room:
         # Keyset on pk: each batch starts past the last, whatever became of that one's tasks.
         rows = list(Task.objects.filter(campaign=campaign, state=Task.State.PENDING, pk__gt=after)
-                    .order_by("pk").values_list("pk", "record_id", "job_id")
+                    .order_by("pk").values_list("pk", "record_id", "job_id", "delivery")
                     [:min(FEED_BATCH_SIZE, room - fed)])
         if not rows:
             break
         after = rows[-1][0]
         batch = _batch_sort(rows=rows, connection=connection, inputs=store.inputs(
-            ids=[record_id for _, record_id, _ in rows], projection=campaign.projection or None))
+            ids=[row[1] for row in rows], projection=campaign.projection or None))
         _tasks_fail_missing(campaign=campaign, task_ids=batch.missing)
+        # The ledger first: a result can come back before this function returns, and it must
+        # find its task queued on the delivery its attempt id names. A feeder that dies after
+        # this commit leaves queued tasks without a job, which reconcile puts back to pending.
+        _tasks_mark_queued(batch=batch)
         _jobs_enqueue(campaign=campaign, queue=rq_queue, spec_key=spec_key, batch=batch)
-        _tasks_mark_queued(task_ids=batch.fed)
         fed += len(batch.fed)
         report.queued += len(batch.enqueue)
         if batch.enqueue:
@@ -249,7 +254,7 @@ def _spec_ensure(*, campaign: Campaign, connection: Redis, report: FeedReport) -
     return key
 
 
-def _batch_sort(*, rows: List[Tuple[int, str, str]], connection: Redis,
+def _batch_sort(*, rows: List[Tuple[int, str, str, int]], connection: Redis,
                 inputs: Dict[str, dict]) -> _Batch:
     """Split pending rows into missing records, jobs still in Redis, and jobs to enqueue.
 
@@ -257,16 +262,16 @@ def _batch_sort(*, rows: List[Tuple[int, str, str]], connection: Redis,
     reconcile that raced a worker. Its job is left alone, so the same work is never queued twice.
     """
     batch = _Batch(inputs=inputs,
-                   missing=[pk for pk, record_id, _ in rows if record_id not in inputs])
+                   missing=[row[0] for row in rows if row[1] not in inputs])
     present = [row for row in rows if row[1] in inputs]
-    statuses = _job_statuses(connection=connection, job_ids=[job_id for _, _, job_id in present])
-    for row, status in zip(present, statuses):
+    statuses = _job_statuses(connection=connection, job_ids=[row[2] for row in present])
+    for (pk, record_id, job_id, delivery), status in zip(present, statuses):
         if status in IN_FLIGHT:
-            batch.in_flight.append(row[0])
+            batch.in_flight.append(pk)
             continue
         if status is not None:
-            batch.stale.append(row[2])
-        batch.enqueue.append(row)
+            batch.stale.append(job_id)
+        batch.enqueue.append((pk, record_id, job_id, delivery + 1))
     return batch
 
 
@@ -298,14 +303,15 @@ def _jobs_enqueue(*, campaign: Campaign, queue: Queue, spec_key: str, batch: _Ba
             # nothing of the old attempt (exc_info, ended_at) is read as the new one's.
             pipe.delete(Job.key_for(job_id), result_key(job_id))
             pipe.zrem(failed.key, job_id)
-        for _, record_id, job_id in batch.enqueue:
+        for _, record_id, job_id, delivery in batch.enqueue:
             kwargs = {"record": {"id": record_id, "input": batch.inputs[record_id]},
-                      "spec_key": spec_key, "reply_to": RESULTS_KEY}
+                      "spec_key": spec_key, "reply_to": RESULTS_KEY,
+                      "attempt": attempt_id(job_id=job_id, delivery=delivery)}
             pipe.hset(Job.key_for(job_id), mapping={
                 **template, "data": rq_job_data(function=campaign.function, kwargs=kwargs),
                 # Set, so that nobody renders the whole input into a description.
                 "description": f"{campaign.name} {record_id}"})
-        pipe.rpush(queue.key, *(job_id for _, _, job_id in batch.enqueue))
+        pipe.rpush(queue.key, *(row[2] for row in batch.enqueue))
         pipe.sadd(queue.redis_queues_keys, queue.key)
         pipe.execute()
 
@@ -329,13 +335,32 @@ def _id_parts(ids: List[int]) -> Iterable[List[int]]:
     return chunked(ids, size)
 
 
-def _tasks_mark_queued(*, task_ids: List[int]) -> None:
+def _tasks_mark_queued(*, batch: _Batch) -> None:
+    """Mark the batch's tasks queued; those to enqueue on their next delivery.
+
+    Only pending ones, and only on the delivery read: a task cancelled or failed meanwhile keeps
+    its state, and is dropped from `batch.enqueue` so that no job of it is queued.
+    """
     now = timezone.now()
     with transaction.atomic():
-        for part in _id_parts(task_ids):
-            # Only pending ones: a task cancelled or failed meanwhile keeps its state.
+        for part in _id_parts(batch.in_flight):  # their job is in Redis already, attempt and all
             Task.objects.filter(pk__in=part, state=Task.State.PENDING).update(
                 state=Task.State.QUEUED, queued_at=now, updated_at=now)
+        by_delivery: Dict[int, List[int]] = {}
+        for pk, _, _, delivery in batch.enqueue:
+            by_delivery.setdefault(delivery, []).append(pk)
+        marked = 0
+        for delivery, pks in by_delivery.items():
+            for part in _id_parts(pks):
+                marked += Task.objects.filter(
+                    pk__in=part, state=Task.State.PENDING, delivery=delivery - 1).update(
+                    state=Task.State.QUEUED, delivery=delivery, queued_at=now, updated_at=now)
+        if marked != len(batch.enqueue):
+            queued = set()
+            for part in _id_parts([row[0] for row in batch.enqueue]):
+                queued.update(Task.objects.filter(pk__in=part, state=Task.State.QUEUED)
+                              .values_list("pk", "delivery"))
+            batch.enqueue = [row for row in batch.enqueue if (row[0], row[3]) in queued]
 
 
 def _tasks_fail_missing(*, campaign: Campaign, task_ids: List[int]) -> None:

@@ -18,6 +18,7 @@ from rq import Worker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from campaigns.attempts import attempt_id
 from campaigns.models import Record, Task
 from campaigns.pipeline_keys import RESULTS_KEY, campaign_spec_key, worker_rq_queues
 from campaigns.services.feeding import feed_window, live_workers_count, queues_feed
@@ -61,7 +62,9 @@ def test_a_job_is_an_rq_json_job_with_record_spec_key_and_reply_to(make_campaign
     # The projection cuts the input to its fields plus what builds a molecule; "note" stays home.
     assert job.kwargs == {"record": {"id": "mol-000000", "input": {**WATER, "tag": 0}},
                           "spec_key": campaign_spec_key(campaign=campaign),
-                          "reply_to": RESULTS_KEY}
+                          "reply_to": RESULTS_KEY,
+                          "attempt": attempt_id(job_id=job.id, delivery=1)}
+    assert campaign.tasks.get().delivery == 1
     assert json.loads(redis_conn.get(campaign_spec_key(campaign=campaign)))["function"] == "noop"
 
 

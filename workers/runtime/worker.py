@@ -52,7 +52,7 @@ BACKOFF_CAP_SECONDS = 30
 # the timeout itself, and that gives a ProgramTimeout in the result instead of a failed job.
 TIMEOUT_GRACE_SECONDS = 30
 SPEC_CACHE_SIZE = 16
-JOB_ARGUMENTS = ("record", "spec", "spec_key", "reply_to")
+JOB_ARGUMENTS = ("record", "spec", "spec_key", "reply_to", "attempt")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -344,7 +344,8 @@ class OpportunisticWorker(SimpleWorker):
             self.specs.get(kwargs["spec_key"])  # fetched now, so a missing spec is a refusal
 
     def run_task(self, job: TaskJob, function: str, *, record: dict, spec: Optional[dict] = None,
-                 spec_key: Optional[str] = None, reply_to: Optional[str] = None) -> dict:
+                 spec_key: Optional[str] = None, reply_to: Optional[str] = None,
+                 attempt: Optional[str] = None) -> dict:
         """The job function: execute.execute, the result also pushed to reply_to."""
         control = Control(should_stop=lambda: self._stop_requested,
                           heartbeat=functools.partial(self.beat, job),
@@ -359,20 +360,27 @@ class OpportunisticWorker(SimpleWorker):
             self._giving_back = job.id
             raise
         except Exception as exc:
-            self.reply(reply_to, job.id, error={"class": type(exc).__name__, "message": str(exc)})
+            self.reply(reply_to, job.id, attempt,
+                       error={"class": type(exc).__name__, "message": str(exc)})
             raise
         finally:
             self._running = None
-        self.reply(reply_to, job.id, result=document)
+        self.reply(reply_to, job.id, attempt, result=document)
         return document
 
     def job_deadline(self, job: Job) -> Optional[float]:
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         return time.monotonic() + timeout if timeout > 0 else None
 
-    def reply(self, reply_to: Optional[str], job_id: str, **outcome) -> None:
+    def reply(self, reply_to: Optional[str], job_id: str, attempt: Optional[str],
+              **outcome) -> None:
+        """Push the envelope: the job, the attempt id it was handed and this worker's name, so
+        the collector can apply it to that delivery only (docs/runtime.md, "Result envelope")."""
         if isinstance(reply_to, str) and reply_to:
-            self.connection.rpush(reply_to, json.dumps(dict(job_id=job_id, **outcome)))
+            envelope = dict(job_id=job_id, worker=self.name, **outcome)
+            if isinstance(attempt, str):
+                envelope["attempt"] = attempt
+            self.connection.rpush(reply_to, json.dumps(envelope))
 
     def beat(self, job: Job) -> None:
         """Control.heartbeat: keep the worker, the job and its StartedJobRegistry entry alive.
@@ -401,10 +409,10 @@ class OpportunisticWorker(SimpleWorker):
         job.started_at = job.ended_at = now()
         self.handle_job_failure(job, queue, exc_string=message)
         try:
-            reply_to = job.kwargs.get("reply_to")
+            reply_to, attempt = job.kwargs.get("reply_to"), job.kwargs.get("attempt")
         except DeserializationError:
-            reply_to = None
-        self.reply(reply_to, job.id, error={"class": "JobRefused", "message": message})
+            reply_to = attempt = None
+        self.reply(reply_to, job.id, attempt, error={"class": "JobRefused", "message": message})
         self.set_state(WorkerStatus.IDLE)
 
     def put_back(self, job: Job, queue) -> None:
