@@ -30,7 +30,9 @@ from rq.results import get_key as result_key
 
 from campaigns import pipeline_keys as keys
 from campaigns.bulk import rows_update
-from campaigns.models import ArgSet, Campaign, Task
+from campaigns.locks import LockLost
+from campaigns.models import ArgSet, Task
+from campaigns.services.lifecycle import campaigns_finish
 from campaigns.services.kept_files import kept_file_save
 from campaigns.services.rollups import task_minutes_add, transitions_of
 from campaigns.stores import ResultUpdate, store_for
@@ -38,7 +40,7 @@ from workers.runtime import keepfiles
 from workers.runtime.errors import KeepFileError
 
 if TYPE_CHECKING:
-    from campaigns.loops import LoopLock
+    from campaigns.locks import LoopLock
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,6 @@ UNMENDABLE = frozenset({"InputError", "JobRefused"})
 
 class BadResult(Exception):
     """A result that cannot be used; its message goes to the task's ledger row."""
-
-
-class LockLost(Exception):
-    """The collector's lock is no longer ours: stop before touching the results list."""
 
 
 @dataclass
@@ -147,20 +145,6 @@ def results_collect(*, connection: Redis, limit: int = DEFAULT_LIMIT,
         report.lag_s = _lag(outcomes)
     report.seconds = time.monotonic() - started
     return report
-
-
-def campaigns_finish(*, campaign_ids: set[int]) -> list[str]:
-    """Mark done the running or paused campaigns among these with no task left to run (failed
-    tasks count as finished); return their names."""
-    names = []
-    for campaign in Campaign.objects.filter(
-            pk__in=campaign_ids, state__in=[Campaign.State.RUNNING, Campaign.State.PAUSED]):
-        if not campaign.tasks.filter(state__in=UNFINISHED).exists():
-            campaign.state = Campaign.State.DONE
-            campaign.save(update_fields=["state", "updated_at"])
-            names.append(campaign.name)
-            log.info("campaign %s: every task finished; campaign done", campaign.name)
-    return names
 
 
 # --- reading and checking ---------------------------------------------------------------------

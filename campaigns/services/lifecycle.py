@@ -36,6 +36,7 @@ REMOVE_BATCH_SIZE = 1000
 # How long a cancel waits for a feeder to finish its batch on the same queue.
 CANCEL_LOCK_WAIT_S = 60
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+UNFINISHED = (Task.State.PENDING, Task.State.QUEUED, Task.State.RUNNING)
 
 
 @dataclass
@@ -180,3 +181,17 @@ def _refused(*, campaign: Campaign, allowed: Sequence[str], verb: str) -> Applic
 
 def _redis_down(*, campaign: Campaign, exc: Exception, what: str) -> ApplicationError:
     return ApplicationError(f"campaign {campaign.name}: Redis did not answer ({exc}); {what}")
+
+
+def campaigns_finish(*, campaign_ids: set[int]) -> list[str]:
+    """Mark done the running or paused campaigns among these with no task left to run (failed
+    tasks count as finished); return their names."""
+    names = []
+    for campaign in Campaign.objects.filter(
+            pk__in=campaign_ids, state__in=[Campaign.State.RUNNING, Campaign.State.PAUSED]):
+        if not campaign.tasks.filter(state__in=UNFINISHED).exists():
+            campaign.state = Campaign.State.DONE
+            campaign.save(update_fields=["state", "updated_at"])
+            names.append(campaign.name)
+            log.info("campaign %s: every task finished; campaign done", campaign.name)
+    return names

@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import campaign_rq_queue
-from campaigns.services.collecting import campaigns_finish
+from campaigns.services.lifecycle import campaigns_finish
 from campaigns.services.rollups import task_minutes_add, transitions_of
 from campaigns.stores import chunked
 

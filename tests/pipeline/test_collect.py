@@ -13,11 +13,13 @@ from django.db import OperationalError, connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
 from campaigns import loops
-from campaigns.loops import COLLECTOR_LOCK_KEY, Backoff, CollectorLoop, LoopLock
+from campaigns.locks import COLLECTOR_LOCK_KEY, LoopLock
+from campaigns.loops import Backoff, CollectorLoop
 from campaigns.models import Campaign, Record, Task, TaskMinute
 from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.services import collecting
-from campaigns.services.collecting import LockLost, results_collect
+from campaigns.locks import LockLost
+from campaigns.services.collecting import results_collect
 from campaigns.services.kept_files import kept_file_path
 from campaigns.services.submission import campaign_submit
 from tests.pipeline.collect_helpers import (arg_set_part, document, failed_part, ok, push,

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from campaigns.errors import ApplicationError
 from campaigns.loops import RECONCILE_EVERY_S, CollectorLoop
 from campaigns.redis_connection import redis_connection
-from campaigns.services.collecting import DEFAULT_LIMIT, DEFAULT_MAX_RESULT_BYTES, LockLost
+from campaigns.locks import LockLost
+from campaigns.services.collecting import DEFAULT_LIMIT, DEFAULT_MAX_RESULT_BYTES
 
 
 def positive_int(text: str) -> int:
