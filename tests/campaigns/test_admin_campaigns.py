@@ -16,8 +16,9 @@ from tests.campaigns.conftest import EXAMPLES
 
 WB97MV = (EXAMPLES / "wb97mv.yaml").read_text()
 IMPORT_URL = "/admin/campaigns/campaign/import/"
-KNOWN_PARSERS = ("orca.total_energy, orca.gradient, orca.dipole, xtb.energy, xtb.gradient, "
-                 "xtb.dipole, xtb.homo_lumo_gap, vina.affinities")
+KNOWN_PARSERS = ("orca.total_energy, orca.gradient, orca.dipole, orca.charges, "
+                 "orca.orbital_energies, xtb.energy, xtb.gradient, xtb.dipole, xtb.quadrupole, "
+                 "xtb.homo_lumo_gap, xtb.charges, xtb.wbo, vina.affinities")
 
 
 def upload(client, text: str, name: str = "wb97mv.yaml", **fields):

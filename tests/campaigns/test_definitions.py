@@ -210,6 +210,7 @@ def test_the_models_resolve_aliases_and_refuse_unknown_parsers(demo_dataset):
     with pytest.raises(ValidationError) as caught:
         arg_set.clean()
     assert caught.value.message_dict == {"parsers": [
-        "unknown parser 'orca.dipol' (known: orca.total_energy, orca.gradient, orca.dipole, xtb.energy, "
-        "xtb.gradient, xtb.dipole, xtb.homo_lumo_gap, vina.affinities)"
+        "unknown parser 'orca.dipol' (known: orca.total_energy, orca.gradient, orca.dipole, "
+        "orca.charges, orca.orbital_energies, xtb.energy, xtb.gradient, xtb.dipole, "
+        "xtb.quadrupole, xtb.homo_lumo_gap, xtb.charges, xtb.wbo, vina.affinities)"
     ]}

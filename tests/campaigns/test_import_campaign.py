@@ -15,8 +15,9 @@ from campaigns.models import Campaign
 from tests.campaigns.conftest import EXAMPLES, REPO
 
 WB97MV = (EXAMPLES / "wb97mv.yaml").read_text()
-KNOWN_PARSERS = ("orca.total_energy, orca.gradient, orca.dipole, xtb.energy, xtb.gradient, "
-                 "xtb.dipole, xtb.homo_lumo_gap, vina.affinities")
+KNOWN_PARSERS = ("orca.total_energy, orca.gradient, orca.dipole, orca.charges, "
+                 "orca.orbital_energies, xtb.energy, xtb.gradient, xtb.dipole, xtb.quadrupole, "
+                 "xtb.homo_lumo_gap, xtb.charges, xtb.wbo, vina.affinities")
 KNOWN_FUNCTIONS = "orca.sequential, xtb.run, vina.dock, noop, sleep"
 
 

@@ -1,4 +1,5 @@
-"""xtb output parsers: energy, gradient, dipole and HOMO-LUMO gap.
+"""xtb output parsers: energy, gradient, dipole, quadrupole, HOMO-LUMO gap, atomic charges and
+Wiberg bond orders.
 
 xtb writes its results to several places, and each parser takes whichever of them holds its
 values, told apart by content:
@@ -10,6 +11,11 @@ values, told apart by content:
 | `gradient` | Turbomole `$grad` file (`--grad`) | energy, gradient |
 | `<name>.engrad` | ORCA engrad format (`--grad`) | energy, gradient |
 | `xtbout.json` | `--json` | energy, dipole, homo_lumo_gap |
+| `charges` | one partial charge per atom (written by every run) | charges |
+| `wbo` | Wiberg bond orders, `i j order` per bond (every run) | wbo |
+
+GFN2 prints its dipole as the 'full:' row under 'molecular dipole:'; GFN1 prints it under
+'dipole moment from electron density (au)' as 'X Y Z total (Debye): D'. Both are read.
 
 xtb prints 'normal termination of xtb' to stderr, not stdout, so a stdout counts as complete
 when it holds the final summary box ('| TOTAL ENERGY ... |'), the last thing a run prints
@@ -27,6 +33,7 @@ from .scan import last_line_start, lines_from, magnitude, named, number, numbers
 EV_PER_EH = 27.211386245988  # CODATA 2018
 BANNER = "x T B"
 SUMMARY = "| TOTAL ENERGY"  # the first row of the final summary box
+GFN1_DIPOLE = " dipole moment from electron density (au)"
 _SUMMARY_ROW = re.compile(r"\|\s*([A-Z][A-Z -]*[A-Z])\s+([-+]?[.\d]\S*)")
 _GRAD_ENERGY = re.compile(r"SCF energy\s*=\s*(\S+)")
 
@@ -63,6 +70,35 @@ def dipole(text: str) -> dict:
         "stdout": _stdout_dipole,
         "json": lambda t: _json_values(t, "dipole", _dipole_values),
     })
+
+
+def quadrupole(text: str) -> dict:
+    """`quadrupole` (e·bohr², traceless, [xx, xy, yy, xz, yz, zz]) from GFN2's stdout."""
+    return _read(text, "xtb.quadrupole", {"stdout": _stdout_quadrupole})
+
+
+def charges(text: str) -> dict:
+    """`charges` (e, one per atom in input order) from the `charges` file."""
+    rows = [line.split() for line in _plain_file(text, "xtb.charges", "charges").splitlines()
+            if line.strip()]
+    if any(len(row) != 1 for row in rows):
+        raise ParseError("xtb charges file: every line holds one number (the charges file, "
+                         "not stdout)")
+    return {"charges": named(numbers([row[0] for row in rows], "xtb charges file"), "e")}
+
+
+def wbo(text: str) -> dict:
+    """`wbo`: Wiberg bond orders as [[i, j, order], ...] (atoms counted from 1, as xtb does)
+    from the `wbo` file; xtb lists only bonds with an order above 0.1."""
+    bonds = []
+    for line in _plain_file(text, "xtb.wbo", "wbo").splitlines():
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 3 or not (tokens[0].isdigit() and tokens[1].isdigit()):
+            raise ParseError(f"xtb wbo file: {line.strip()[:60]!r} is not 'i j bond-order'")
+        bonds.append([int(tokens[0]), int(tokens[1]), number(tokens[2], "xtb wbo file")])
+    return {"wbo": named(bonds, "1")}
 
 
 def homo_lumo_gap(text: str) -> dict:
@@ -117,13 +153,49 @@ def _stdout_dipole(text: str) -> dict:
     _summary_value(text, "TOTAL ENERGY")  # the run finished
     start = last_line_start(text, "molecular dipole:")
     if start < 0:
-        raise ParseError("xtb stdout has no 'molecular dipole:' block")
+        return _gfn1_dipole(text)
     # Under the header: a column-title row, 'q only:' and 'full:' (x, y, z in a.u., |μ| in D).
     for _, line in zip(range(4), lines_from(text, start)):
         label, _, values = line.partition(":")
         if label.strip() == "full":
             return _dipole_values(numbers(values.split()[:3], "xtb stdout dipole 'full:' row"))
     raise ParseError("xtb stdout: the 'molecular dipole:' block has no 'full:' row")
+
+
+def _gfn1_dipole(text: str) -> dict:
+    """GFN1's block: the header, an 'X Y Z' row, then 'x y z total (Debye): D' (x, y, z in a.u.)."""
+    start = last_line_start(text, GFN1_DIPOLE)
+    if start < 0:
+        raise ParseError(f"xtb stdout has no 'molecular dipole:' block (GFN2) and no "
+                         f"'{GFN1_DIPOLE.strip()}' block (GFN1)")
+    for _, line in zip(range(4), lines_from(text, start)):
+        values, marker, _ = line.partition("total (Debye)")
+        if marker:
+            return _dipole_values(numbers(values.split()[:3], "xtb stdout GFN1 dipole row"))
+    raise ParseError(f"xtb stdout: the '{GFN1_DIPOLE.strip()}' block has no 'total (Debye)' row")
+
+
+def _stdout_quadrupole(text: str) -> dict:
+    _summary_value(text, "TOTAL ENERGY")  # the run finished
+    start = last_line_start(text, "molecular quadrupole (traceless):")
+    if start < 0:
+        raise ParseError("xtb stdout has no 'molecular quadrupole (traceless):' block (only "
+                         "GFN2 prints one)")
+    for _, line in zip(range(6), lines_from(text, start)):
+        label, _, values = line.partition(":")
+        if label.strip() == "full":
+            return {"quadrupole": named(numbers(values.split()[:6], "xtb quadrupole 'full:' row"),
+                                        "e·bohr²")}
+    raise ParseError("xtb stdout: the quadrupole block has no 'full:' row")
+
+
+def _plain_file(text: str, parser: str, name: str) -> str:
+    """`text` when it is one of xtb's plain numeric files (`charges`, `wbo`), not another output."""
+    require_text(text, f"an xtb {name} file")
+    kind = _kind(text)
+    if kind is not None:
+        raise ParseError(f"{parser} reads xtb's '{name}' file, not {KIND_NAMES[kind]}")
+    return text
 
 
 def _summary_value(text: str, label: str) -> float:
