@@ -163,5 +163,9 @@ class TaskSerializer(serializers.ModelSerializer):
 
 class ResultsQuerySerializer(serializers.Serializer):
     arg_set = serializers.CharField(required=False, help_text="whose values (default: the first arg set)")
-    units = serializers.ChoiceField(choices=list(UNITS), default="au",
-                                    help_text="au: Eh, Eh/bohr; ev: eV, eV/Å")
+    units = serializers.ChoiceField(choices=list(UNITS), default="ev",
+                                    help_text="ev: eV, eV/Å (default); au: Eh, Eh/bohr")
+    key_prefix = serializers.ChoiceField(choices=["", "REF_"], default="", required=False,
+                                         help_text="extxyz: REF_ for REF_energy, REF_forces")
+    layout = serializers.ChoiceField(choices=["aimnet2", "torchani"], default="aimnet2",
+                                     required=False, help_text="hdf5: the group layout")

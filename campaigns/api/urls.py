@@ -35,4 +35,8 @@ urlpatterns = [
          name="api-campaign-results-jsonl"),
     path(campaign + "results/extxyz/", results.CampaignResultsExtxyzApi.as_view(),
          name="api-campaign-results-extxyz"),
+    path(campaign + "results/qcschema/", results.CampaignResultsQcschemaApi.as_view(),
+         name="api-campaign-results-qcschema"),
+    path(campaign + "results/hdf5/", results.CampaignResultsHdf5Api.as_view(),
+         name="api-campaign-results-hdf5"),
 ]

@@ -1,4 +1,5 @@
-"""Exporting a campaign's results as a training set: JSON Lines or extended XYZ, streamed.
+"""Exporting a campaign's results as a training set: JSON Lines, extended XYZ, QCSchema
+AtomicResult JSON Lines (streamed), or HDF5 in the AIMNet2/TorchANI layout (written to a file).
 
 The records exported are those of the campaign's dataset that hold the result
 record[output_key][arg_set] (written by this campaign, or an earlier one with the same output
@@ -6,13 +7,14 @@ key and arg set name); the others are left out and counted. Records come in the 
 order, a batch at a time, so memory stays at one batch whatever the export's size, and a page
 (`after`, `limit`) is a keyset cursor: the next page starts after the last id of this one.
 
-Units: results are stored in atomic units (docs/pipeline.md). `au` writes energy in Eh and
-forces in Eh/bohr; `ev` converts to eV and eV/Å (written "eV/Ang"). Forces are -gradient.
-Coordinates are always Å, as records store them.
+Units: results are stored in atomic units (docs/pipeline.md). `ev` (the default, what ase, MACE
+and every extxyz reader expect) converts energy to eV and forces to eV/Å (written "eV/Ang");
+`au` writes Eh and Eh/bohr. Forces are -gradient. Coordinates are always Å. QCSchema is always
+in its own atomic units. Charge, multiplicity and geometry come from what the worker says it
+computed (campaigns.services.export_frames).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
@@ -20,34 +22,20 @@ from typing import Any, Iterator, Optional
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_arg_sets
+from campaigns.services.export_frames import (BOHR_ANGSTROM, COORDINATES_UNIT,  # noqa: F401
+                                              DEFAULT_UNITS, HARTREE_EV, UNITS, Units, frame_of)
+from campaigns.services.export_hdf5 import LAYOUTS, Hdf5Report, hdf5_write
+from campaigns.services.export_writers import KEY_PREFIXES, WRITERS, FrameRefused
 from campaigns.stores import store_for
 
 log = logging.getLogger(__name__)
 
-HARTREE_EV = 27.211386245988  # eV per Eh (CODATA 2018)
-BOHR_ANGSTROM = 0.529177210903  # Å per bohr (CODATA 2018)
-STORED_ENERGY_UNIT = "Eh"
-STORED_GRADIENT_UNIT = "Eh/bohr"
-COORDINATES_UNIT = "Ang"
-FORMATS = ("jsonl", "extxyz")
-CONTENT_TYPES = {"jsonl": "application/x-ndjson", "extxyz": "chemical/x-extxyz"}
+TEXT_FORMATS = ("jsonl", "extxyz", "qcschema")
+FORMATS = (*TEXT_FORMATS, "hdf5")
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "extxyz": "chemical/x-extxyz",
+                 "qcschema": "application/x-ndjson", "hdf5": "application/x-hdf5"}
+SUFFIXES = {"jsonl": "jsonl", "extxyz": "extxyz", "qcschema": "qcschema.jsonl", "hdf5": "h5"}
 BATCH_SIZE = 500
-INPUT_KEYS = ("elements", "coordinates", "charge", "multiplicity")
-
-
-@dataclass(frozen=True)
-class Units:
-    name: str
-    energy: str
-    forces: str
-    energy_factor: float  # from Eh
-    forces_factor: float  # from Eh/bohr
-
-
-UNITS = {
-    "au": Units("au", "Eh", "Eh/bohr", 1.0, 1.0),
-    "ev": Units("ev", "eV", "eV/Ang", HARTREE_EV, HARTREE_EV / BOHR_ANGSTROM),
-}
 
 
 @dataclass
@@ -61,7 +49,11 @@ class ResultsExport:
     after: Optional[str]  # the export starts after this record id (None: at the first)
     last: Optional[str]  # ... and ends at this one (None: at the last record)
     without_result: int  # records of the dataset in that range lacking the result
-    written: int = 0  # records written so far by chunks()
+    key_prefix: str = ""
+    charges_key: Optional[str] = None
+    model: Optional[dict] = None  # QCSchema's model when the result does not name one
+    written: int = 0  # records written so far
+    refused: int = 0  # frames the format's own model refused (QCSchema), or HDF5 left out
 
     @property
     def result_path(self) -> str:
@@ -72,32 +64,57 @@ class ResultsExport:
         """Where the next page starts; None when this one runs to the end."""
         return self.last
 
-    def chunks(self) -> Iterator[str]:
-        """The export's text, one record (line or frame) at a time, fetched a batch at a time."""
+    def frames(self):
+        """The export's frames, fetched from the store a batch at a time."""
         store = store_for(self.campaign.dataset)
-        render = _jsonl_line if self.format == "jsonl" else _extxyz_frame
         cursor = self.after
         while True:
             batch = store.select(query=_id_range(self.result_path, {"$ne": None}, cursor,
                                                  self.last), limit=BATCH_SIZE)
             for record in batch:
-                yield render(record, _values(record, self.campaign.output_key, self.arg_set),
-                             self.units)
-                self.written += 1
+                yield frame_of(record, _values(record, self.campaign.output_key, self.arg_set),
+                               self.units, charges_key=self.charges_key)
             if len(batch) < BATCH_SIZE:
                 return
             cursor = batch[-1]["id"]
 
+    def chunks(self) -> Iterator[str]:
+        """The export's text, one record (line or frame) at a time."""
+        if self.format not in TEXT_FORMATS:
+            raise ApplicationError(f"{self.format} is written to a file, not streamed as text")
+        write = WRITERS[self.format](units=self.units, key_prefix=self.key_prefix,
+                                     model=self.model)
+        for frame in self.frames():
+            try:
+                text = write(frame)
+            except (FrameRefused, ValueError, TypeError, KeyError) as exc:  # a malformed record
+                self.refused += 1
+                log.warning("export %s: left out: %s", self.result_path, exc)
+                continue
+            self.written += 1
+            yield text
+
+    def write_hdf5(self, *, path: str, layout: str = "aimnet2") -> Hdf5Report:
+        """Write the export to the HDF5 file `path` (created or replaced)."""
+        if layout not in LAYOUTS:
+            raise ApplicationError(f"unknown HDF5 layout {layout!r} (known: {', '.join(LAYOUTS)})")
+        report = hdf5_write(path=path, frames=self.frames(), units=self.units, layout=layout)
+        self.written, self.refused = report.written, report.left_out
+        return report
+
     def summary(self) -> str:
-        """`wrote 120 records (xtb.gfn2, eV); 3 records have no result xtb.gfn2 (left out)`"""
+        """`wrote 120 records (xtb.gfn2, units ev); 3 records ... have no result (left out)`"""
+        refused = (f"; {self.refused:,} left out as the format refused them (see the log)"
+                   if self.refused else "")
         return (f"wrote {self.written:,} records ({self.result_path}, units {self.units.name}); "
                 f"{self.without_result:,} records of dataset {self.campaign.dataset.name} have no "
-                f"result {self.result_path} (left out)")
+                f"result {self.result_path} (left out){refused}")
 
 
 def results_export(*, campaign: Campaign, format: str, arg_set: Optional[str] = None,
-                   units: str = "au", after: Optional[str] = None,
-                   limit: Optional[int] = None) -> ResultsExport:
+                   units: str = DEFAULT_UNITS, after: Optional[str] = None,
+                   limit: Optional[int] = None, key_prefix: str = "",
+                   charges_key: Optional[str] = None) -> ResultsExport:
     """The campaign's results export (a page of `limit` records after `after`, or all of them).
 
     arg_set: whose values (default: the campaign's first arg set). ApplicationError on an unknown
@@ -107,6 +124,8 @@ def results_export(*, campaign: Campaign, format: str, arg_set: Optional[str] = 
         raise ApplicationError(f"unknown format {format!r} (known: {', '.join(FORMATS)})")
     if units not in UNITS:
         raise ApplicationError(f"unknown units {units!r} (known: {', '.join(UNITS)})")
+    if key_prefix not in KEY_PREFIXES:
+        raise ApplicationError(f"unknown key prefix {key_prefix!r} (known: '', 'REF_')")
     if limit is not None and limit < 1:
         raise ApplicationError(f"limit must be 1 or more (got {limit})")
     arg_set = _arg_set_name(campaign, arg_set)
@@ -120,7 +139,8 @@ def results_export(*, campaign: Campaign, format: str, arg_set: Optional[str] = 
         last = ids[limit - 1] if len(ids) > limit else None
     without = store.count(query=_id_range(path, None, after, last))
     return ResultsExport(campaign=campaign, arg_set=arg_set, format=format, units=UNITS[units],
-                         after=after, last=last, without_result=without)
+                         after=after, last=last, without_result=without, key_prefix=key_prefix,
+                         charges_key=charges_key, model=_model(campaign, arg_set))
 
 
 def _arg_set_name(campaign: Campaign, name: Optional[str]) -> str:
@@ -150,77 +170,12 @@ def _values(record: dict, output_key: str, arg_set: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _energy(values: dict, units: Units, record_id: str) -> Optional[float]:
-    energy = _named(values, "energy", STORED_ENERGY_UNIT, record_id)
-    if energy is None or not _is_number(energy):
-        return None
-    return energy * units.energy_factor
-
-
-def _forces(values: dict, units: Units, atoms: int, record_id: str) -> Optional[list]:
-    gradient = _named(values, "gradient", STORED_GRADIENT_UNIT, record_id)
-    if gradient is None:
-        return None
-    if (not isinstance(gradient, list) or len(gradient) != atoms or not all(
-            isinstance(row, list) and len(row) == 3 and all(map(_is_number, row))
-            for row in gradient)):
-        log.warning("record %s: gradient is not %s x 3 numbers; forces left out", record_id, atoms)
-        return None
-    return [[-g * units.forces_factor for g in row] for row in gradient]
-
-
-def _named(values: dict, name: str, unit: str, record_id: str) -> Any:
-    """The value of `name` if it is stored in `unit`; None (and a warning) otherwise."""
-    item = values.get(name)
-    if not isinstance(item, dict):
-        return None
-    if item.get("unit") != unit:
-        log.warning("record %s: %s is in %r, not %s; left out", record_id, name,
-                    item.get("unit"), unit)
-        return None
-    return item.get("value")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _jsonl_line(record: dict, values: dict, units: Units) -> str:
-    data = record["input"]
-    line: dict = {"id": record["id"]}
-    line.update((key, data.get(key)) for key in INPUT_KEYS)
-    energy = _energy(values, units, record["id"])
-    forces = _forces(values, units, len(data.get("elements", [])), record["id"])
-    if energy is not None:
-        line["energy"] = energy
-    if forces is not None:
-        line["forces"] = forces
-    line["units"] = {"coordinates": COORDINATES_UNIT, "energy": units.energy,
-                     "forces": units.forces}
-    line["results"] = values  # as stored: atomic units, each value with its unit
-    extra = {key: value for key, value in data.items() if key not in INPUT_KEYS}
-    if extra:
-        line["extra"] = extra
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-def _extxyz_frame(record: dict, values: dict, units: Units) -> str:
-    data = record["input"]
-    elements, coordinates = data.get("elements", []), data.get("coordinates", [])
-    energy = _energy(values, units, record["id"])
-    forces = _forces(values, units, len(elements), record["id"])
-    properties = "species:S:1:pos:R:3" + (":forces:R:3" if forces is not None else "")
-    comment = [f"Properties={properties}"]
-    if energy is not None:
-        comment.append(f"energy={energy!r}")
-    comment += [f"charge={data.get('charge', 0)}", f"multiplicity={data.get('multiplicity', 1)}",
-                f"id={json.dumps(str(record['id']), ensure_ascii=False)}",
-                f"energy_unit={units.energy}", f"forces_unit={units.forces}",
-                f"coordinates_unit={COORDINATES_UNIT}", 'pbc="F F F"']
-    lines = [str(len(elements)), " ".join(comment)]
-    for index, (element, xyz) in enumerate(zip(elements, coordinates)):
-        row = [element, *(repr(float(c)) for c in xyz)]
-        if forces is not None:
-            row += [repr(float(f)) for f in forces[index]]
-        lines.append(" ".join(row))
-    return "\n".join(lines) + "\n"
+def _model(campaign: Campaign, arg_set: str) -> dict:
+    """QCSchema's model from the arg set's parameters: xtb's method, or ORCA's route line."""
+    parameters = (campaign_arg_sets(campaign=campaign).filter(name=arg_set)
+                  .values_list("parameters", flat=True).first()) or {}
+    if campaign.function.startswith("xtb"):
+        return {"method": f"{parameters.get('method', 'gfn2')}-xtb", "basis": None}
+    route = str(parameters.get("route", "")).strip().splitlines()
+    return {"method": route[0].lstrip("! ").strip() if route else campaign.function,
+            "basis": None}

@@ -32,7 +32,7 @@ def api_routes() -> list[str]:
 
 def test_the_api_has_the_routes_this_file_checks():
     routes = api_routes()
-    assert len(routes) == 18
+    assert len(routes) == 20
     assert "campaigns/<slug:name>/resubmit-failed/" in routes
 
 

@@ -41,7 +41,7 @@ def lines(response) -> list[dict]:
 
 
 def test_jsonl_has_energy_and_forces_in_atomic_units(api, finished):
-    response = api.get("/api/campaigns/xtb_demo/results/jsonl/")
+    response = api.get("/api/campaigns/xtb_demo/results/jsonl/?units=au")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
     records = lines(response)
@@ -49,7 +49,8 @@ def test_jsonl_has_energy_and_forces_in_atomic_units(api, finished):
     first = records[0]
     assert first["energy"] == -76.0
     assert first["forces"] == [[-g for g in row] for row in GRADIENT]
-    assert first["units"] == {"coordinates": "Ang", "energy": "Eh", "forces": "Eh/bohr"}
+    assert first["units"] == {"coordinates": "Ang", "energy": "Eh", "forces": "Eh/bohr",
+                              "atomic_charges": "e"}
     assert (first["elements"], first["charge"], first["multiplicity"]) == (["O", "H", "H"], 0, 1)
     assert first["results"]["dipole"] == {"value": [0.0, 0.0, 0.73], "unit": "e·bohr"}
     assert first["extra"] == {"tag": 0, "note": "x" * 10}
@@ -63,7 +64,14 @@ def test_units_ev_converts_energy_and_forces(api, finished):
     first = lines(api.get("/api/campaigns/xtb_demo/results/jsonl/?units=ev"))[0]
     assert first["energy"] == pytest.approx(-76.0 * EV, rel=1e-15)
     assert first["forces"][0][2] == pytest.approx(0.03 * EV_PER_ANGSTROM, rel=1e-15)
-    assert first["units"] == {"coordinates": "Ang", "energy": "eV", "forces": "eV/Ang"}
+    assert first["units"] == {"coordinates": "Ang", "energy": "eV", "forces": "eV/Ang",
+                              "atomic_charges": "e"}
+
+
+def test_ev_is_the_default(api, finished):
+    response = api.get("/api/campaigns/xtb_demo/results/jsonl/")
+    assert response["X-Units"] == "ev"
+    assert lines(response)[0]["energy"] == pytest.approx(-76.0 * EV, rel=1e-15)
 
 
 def test_extxyz_reads_back_with_ase_with_units_named(api, finished):
@@ -75,16 +83,19 @@ def test_extxyz_reads_back_with_ase_with_units_named(api, finished):
     water = frames[1]
     assert water.get_chemical_symbols() == ["O", "H", "H"]
     assert water.get_potential_energy() == pytest.approx(-77.0 * EV, rel=1e-15)
+    # ase.io.write prints coordinates and forces to 8 decimals (1e-8 Å, 1e-8 eV/Å), energies whole.
     assert water.get_forces()[0].tolist() == pytest.approx(
-        [-g * EV_PER_ANGSTROM for g in GRADIENT[0]], rel=1e-15)
+        [-g * EV_PER_ANGSTROM for g in GRADIENT[0]], rel=0, abs=1e-8)
     assert water.positions[1].tolist() == pytest.approx([0.0, 0.757, -0.467])
     assert (water.info["energy_unit"], water.info["forces_unit"]) == ("eV", "eV/Ang")
     assert water.info["id"] == "mol-000001"
-    assert text.splitlines()[1].startswith("Properties=species:S:1:pos:R:3:forces:R:3 energy=")
+    assert text.splitlines()[1].startswith("Properties=species:S:1:pos:R:3:forces:R:3 charge=0 ")
+    assert (water.info["charge"], water.info["multiplicity"]) == (0, 1)
 
 
 def test_extxyz_in_atomic_units_names_them(api, finished):
-    text = b"".join(api.get("/api/campaigns/xtb_demo/results/extxyz/").streaming_content).decode()
+    text = b"".join(api.get("/api/campaigns/xtb_demo/results/extxyz/?units=au")
+                    .streaming_content).decode()
     comment = text.splitlines()[1]
     assert "energy=-76.0 " in comment
     assert "energy_unit=Eh forces_unit=Eh/bohr" in comment

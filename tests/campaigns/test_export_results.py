@@ -21,12 +21,18 @@ def export(*args: str) -> tuple[str, str]:
 
 
 def test_it_writes_json_lines_to_stdout_and_counts_the_left_out(finished):
-    out, err = export("xtb_demo")
+    out, err = export("xtb_demo", "--units", "au")
     records = [json.loads(line) for line in out.splitlines()]
     assert [r["id"] for r in records] == ["mol-000000", "mol-000001", "mol-000002", "mol-000005"]
     assert records[0]["forces"][0] == [-g for g in GRADIENT[0]]
     assert err == ("wrote 4 records (out.a, units au); 2 records of dataset xtb_demo-records "
                    "have no result out.a (left out)\n")
+
+
+def test_ev_is_the_default(finished):
+    out, err = export("xtb_demo")
+    assert json.loads(out.splitlines()[0])["energy"] == pytest.approx(-76.0 * EV, rel=1e-15)
+    assert "units ev" in err
 
 
 def test_it_writes_the_same_extxyz_as_the_api_to_a_file(finished, api, tmp_path):
