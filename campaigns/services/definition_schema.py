@@ -160,6 +160,28 @@ def _number(key: str, minimum: float) -> Check:
     return check
 
 
+def _boolean(key: str) -> Check:
+    def check(value: Any, base_dir: Optional[Path]) -> bool:
+        if not isinstance(value, bool):
+            raise DefinitionError(f"{key} {value!r} must be true or false")
+        return value
+    return check
+
+
+def _bounded(key: str, minimum: float, maximum: float) -> Check:
+    def check(value: Any, base_dir: Optional[Path]) -> float:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not minimum <= value <= maximum):
+            raise DefinitionError(f"{key} {value!r} is not a number from {minimum} to {maximum}")
+        return value
+    return check
+
+
+def _sampling():
+    from campaigns.services import sampling  # imports the models; this module is imported by them
+    return sampling
+
+
 def _vector3(key: str, positive: bool) -> Check:
     def check(value: Any, base_dir: Optional[Path]) -> list:
         ok = isinstance(value, list) and len(value) == 3 and all(
@@ -220,6 +242,24 @@ PARAMETERS: Dict[str, Dict[str, Check]] = {
         "charge": _integer("charge", None),
         "uhf": _integer("uhf", 0),
         "flags": _flags,
+        "gradient": _boolean("gradient"),
+    },
+    # xtb molecular dynamics / metadynamics (workers/runtime/tasks/xtb_md.py).
+    "xtb.md": {
+        "method": _one_of("method", "gfn2", "gfn1", "gfnff"),
+        "mode": _one_of("mode", "md", "metadyn"),
+        "temperature": _bounded("temperature", 1, 10000),
+        "time": _bounded("time", 0.001, 100000),
+        "step": _bounded("step", 0.01, 10),
+        "dump": _bounded("dump", 0.01, 100000),
+        "shake": _bounded("shake", 0, 2),
+        "hmass": _integer("hmass", 1),
+        "charge": _integer("charge", None),
+        "uhf": _integer("uhf", 0),
+        "kpush": _bounded("kpush", 0, 10),
+        "alp": _bounded("alp", 0, 100),
+        "save": _integer("save", 1),
+        "sample": lambda value, base_dir: _sampling().check_sample(value),
     },
     "vina.dock": {
         "receptor": _receptor,

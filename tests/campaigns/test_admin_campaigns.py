@@ -12,13 +12,12 @@ from django.urls import reverse
 
 from campaigns.models import Campaign
 from campaigns.services.definitions import campaign_definition_parse, campaign_export, campaign_import
+from workers.runtime import registry
 from tests.campaigns.conftest import EXAMPLES
 
 WB97MV = (EXAMPLES / "wb97mv.yaml").read_text()
 IMPORT_URL = "/admin/campaigns/campaign/import/"
-KNOWN_PARSERS = ("orca.total_energy, orca.gradient, orca.dipole, orca.charges, "
-                 "orca.orbital_energies, xtb.energy, xtb.gradient, xtb.dipole, xtb.quadrupole, "
-                 "xtb.homo_lumo_gap, xtb.charges, xtb.wbo, vina.affinities")
+KNOWN_PARSERS = ", ".join(registry.parser_names())
 
 
 def upload(client, text: str, name: str = "wb97mv.yaml", **fields):
@@ -195,6 +194,6 @@ def test_the_form_refuses_an_unknown_function_naming_the_known_ones(admin_client
     response = admin_client.post("/admin/campaigns/campaign/add/", campaign_form(demo_dataset, function="orca.seq"))
 
     assert response.context["adminform"].form.errors["function"] == [
-        "unknown function 'orca.seq' (known: orca.sequential, xtb.run, vina.dock, noop, sleep)"
+        f"unknown function 'orca.seq' (known: {', '.join(registry.task_names())})"
     ]
     assert db_counts() == before

@@ -12,13 +12,12 @@ from django.core.management import CommandError, call_command
 
 from campaigns.errors import QueryError
 from campaigns.models import Campaign
+from workers.runtime import registry
 from tests.campaigns.conftest import EXAMPLES, REPO
 
 WB97MV = (EXAMPLES / "wb97mv.yaml").read_text()
-KNOWN_PARSERS = ("orca.total_energy, orca.gradient, orca.dipole, orca.charges, "
-                 "orca.orbital_energies, xtb.energy, xtb.gradient, xtb.dipole, xtb.quadrupole, "
-                 "xtb.homo_lumo_gap, xtb.charges, xtb.wbo, vina.affinities")
-KNOWN_FUNCTIONS = "orca.sequential, xtb.run, vina.dock, noop, sleep"
+KNOWN_PARSERS = ", ".join(registry.parser_names())
+KNOWN_FUNCTIONS = ", ".join(registry.task_names())
 
 
 def run_import(*args: str) -> str:

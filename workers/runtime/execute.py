@@ -61,6 +61,17 @@ class Parameters:
                           and (minimum is None or v >= minimum), expected)
         return int(value) if value is not None else value
 
+    def boolean(self, field: str, *, default: Any = _REQUIRED) -> bool:
+        return self._get(field, default, lambda v: isinstance(v, bool), "true or false")
+
+    def number(self, field: str, *, default: Any = _REQUIRED, minimum: float = 0.0,
+               maximum: Optional[float] = None) -> float:
+        expected = f"a number of at least {minimum}" + (
+            f" and at most {maximum}" if maximum is not None else "")
+        value = self._get(field, default, lambda v: is_number(v) and v >= minimum
+                          and (maximum is None or v <= maximum), expected)
+        return float(value) if value is not None else value
+
     def numbers(self, field: str, count: int, *, positive: bool = False) -> List[float]:
         expected = f"a list of {count} {'positive ' if positive else ''}numbers"
         return self._get(field, _REQUIRED, lambda v: isinstance(v, list) and len(v) == count
@@ -83,6 +94,10 @@ class TaskContext:
         self.control = control
         self.deadline = earliest(deadline, control.deadline)
         self.results: List[ProgramResult] = []
+        # What the task really computed (charge, multiplicity, final geometry, program and
+        # version, method), stored with the arg set's values as `computed`: exports take their
+        # labels from it (campaigns/services/export_frames.py).
+        self.computed: Dict[str, Any] = {}
 
     @property
     def workdir(self) -> Path:
@@ -167,6 +182,8 @@ def _run_arg_set(task, *, record: Mapping, record_id: str, arg_set: Mapping, nam
             try:
                 task(record=record, arg_set=arg_set, ctx=ctx)
                 values = _parse(ctx.workdir, parsers) if parsers else {}
+                if ctx.computed:
+                    values["computed"] = ctx.computed
             except errors.RuntimeFailure as exc:
                 error = _error(exc, ctx)
             if ctx.results and keep:  # a program ran: its files are worth keeping even when it failed

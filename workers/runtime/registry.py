@@ -42,6 +42,8 @@ TASKS: Tuple[Entry, ...] = (
           ("htrq.htrun.scripts.orca.sequential",)),
     Entry("xtb.run", "tasks.xtb:run",
           "xtb: GFN2/GFN1/GFN-FF single point, gradient or optimisation"),
+    Entry("xtb.md", "tasks.xtb_md:run",
+          "xtb: molecular dynamics or metadynamics; the trajectory in xtb.trj"),
     Entry("vina.dock", "tasks.vina:dock",
           "AutoDock Vina: dock the record's ligand into the arg set's receptor"),
     Entry("noop", "tasks.basic:noop", "does nothing; for benchmarks and tests"),
@@ -72,6 +74,8 @@ PARSERS: Tuple[Entry, ...] = (
     Entry("xtb.homo_lumo_gap", "parsers.xtb:homo_lumo_gap", "xtb stdout: HOMO-LUMO gap"),
     Entry("xtb.charges", "parsers.xtb:charges", "xtb 'charges' file: atomic partial charges (e)"),
     Entry("xtb.wbo", "parsers.xtb:wbo", "xtb 'wbo' file: Wiberg bond orders"),
+    Entry("xtb.trajectory", "parsers.xtb:trajectory",
+          "xtb 'xtb.trj': MD frames with their energies (Eh) and coordinates (Å)"),
     Entry("vina.affinities", "parsers.vina:affinities",
           "AutoDock Vina: the whole modes table (kcal/mol, RMSD in Å)"),
 )

@@ -13,6 +13,7 @@ values, told apart by content:
 | `xtbout.json` | `--json` | energy, dipole, homo_lumo_gap |
 | `charges` | one partial charge per atom (written by every run) | charges |
 | `wbo` | Wiberg bond orders, `i j order` per bond (every run) | wbo |
+| `xtb.trj` | the MD trajectory: XYZ frames with 'energy:' in each comment line | trajectory |
 
 GFN2 prints its dipole as the 'full:' row under 'molecular dipole:'; GFN1 prints it under
 'dipole moment from electron density (au)' as 'X Y Z total (Debye): D'. Both are read.
@@ -34,6 +35,7 @@ EV_PER_EH = 27.211386245988  # CODATA 2018
 BANNER = "x T B"
 SUMMARY = "| TOTAL ENERGY"  # the first row of the final summary box
 GFN1_DIPOLE = " dipole moment from electron density (au)"
+MAX_FRAMES = 100_000
 _SUMMARY_ROW = re.compile(r"\|\s*([A-Z][A-Z -]*[A-Z])\s+([-+]?[.\d]\S*)")
 _GRAD_ENERGY = re.compile(r"SCF energy\s*=\s*(\S+)")
 
@@ -99,6 +101,43 @@ def wbo(text: str) -> dict:
             raise ParseError(f"xtb wbo file: {line.strip()[:60]!r} is not 'i j bond-order'")
         bonds.append([int(tokens[0]), int(tokens[1]), number(tokens[2], "xtb wbo file")])
     return {"wbo": named(bonds, "1")}
+
+
+def trajectory(text: str) -> dict:
+    """The frames of an MD trajectory (`xtb.trj`): `elements`, `frame_energies` (Eh, one per
+    frame) and `frame_coordinates` (Å, frames × atoms × 3). At most MAX_FRAMES frames are read."""
+    require_text(text, "an xtb trajectory")
+    lines = text.splitlines()
+    elements: List[str] = []
+    energies: List[float] = []
+    frames: List[List[List[float]]] = []
+    at = 0
+    while at < len(lines) and lines[at].strip():
+        count = lines[at].strip()
+        if not count.isdigit() or int(count) == 0:
+            raise ParseError(f"xtb trajectory line {at + 1}: {count[:30]!r} is not an atom count")
+        atoms = int(count)
+        if at + 2 + atoms > len(lines):
+            break  # the last frame is cut off: the run was stopped while writing it
+        comment = lines[at + 1].split()
+        if "energy:" not in comment or comment.index("energy:") + 1 >= len(comment):
+            raise ParseError(f"xtb trajectory line {at + 2}: no 'energy:' in the comment line")
+        energy = number(comment[comment.index("energy:") + 1], "xtb trajectory energy")
+        rows = [line.split() for line in lines[at + 2:at + 2 + atoms]]
+        symbols = [row[0] if row else "" for row in rows]
+        if not elements:
+            elements = symbols
+        elif symbols != elements:
+            raise ParseError(f"xtb trajectory line {at + 3}: the atoms differ from frame 1's")
+        frames.append([numbers(row[1:4], "xtb trajectory coordinates") for row in rows])
+        energies.append(energy)
+        if len(frames) > MAX_FRAMES:
+            raise ParseError(f"xtb trajectory: more than {MAX_FRAMES:,} frames; raise 'dump'")
+        at += 2 + atoms
+    if not frames:
+        raise ParseError("xtb trajectory has no complete frame")
+    return {"elements": named(elements, ""), "frame_energies": named(energies, "Eh"),
+            "frame_coordinates": named(frames, "Ang")}
 
 
 def homo_lumo_gap(text: str) -> dict:
