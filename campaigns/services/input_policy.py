@@ -1,5 +1,5 @@
 """What a program input may say: ORCA routes, xtb flags and Vina receptor names, checked on the
-portal before any task is queued (docs/definitions.md, "Program inputs").
+portal before any task is queued (docs/definitions.md).
 
 A task's program runs on a grid node we do not own, with a scratch directory and a clean
 environment; its input is text a user typed. Both ORCA's input language and xtb's command line
@@ -76,7 +76,8 @@ ORCA_PROGRAM_WORDS = {
 ORCA_FILE_WORDS = {
     "moread": "reads orbitals from a file named in the input",
     "moinp": "reads orbitals from a file named in the input",
-    "xyzfile": "reads coordinates from a file",
+    # Not "xyzfile": `%output XYZFile true` writes one; reading needs `* xyzfile` or %coords,
+    # both refused on their own.
     "gzmtfile": "reads coordinates from a file",
     "pdbfile": "reads coordinates from a file",
     "getbasis": "reads a basis set from a file",
