@@ -161,6 +161,24 @@ def program_input_check(*, function: str, parameters: dict, trusted: bool) -> No
         vina_receptor_name_check(parameters["receptor"].get("name"))
 
 
+def campaign_inputs_check(*, campaign: Any) -> None:
+    """Check every arg set of a saved campaign under its current trust; raise on the first bad.
+
+    For doors that change a campaign without re-importing it (launch, clone, a bulk update of
+    the flag): the message starts with the arg set's name.
+    """
+    # Imported here: definition_schema calls this module for every arg set it checks.
+    from campaigns.selectors import campaign_arg_sets
+    from campaigns.services.definition_schema import check_parameters
+
+    for arg_set in campaign_arg_sets(campaign=campaign):
+        try:
+            check_parameters(campaign.function, arg_set.parameters, trusted=campaign.trusted)
+        except DefinitionError as exc:
+            raise InputPolicyError(f"campaign {campaign.name!r}: arg set {arg_set.name!r}: "
+                                   f"{exc}") from None
+
+
 def _refuse(directive: str, why: str) -> InputPolicyError:
     return InputPolicyError(f"ORCA directive {directive!r} {why}; {TRUST_RULE}")
 

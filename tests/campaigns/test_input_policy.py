@@ -18,6 +18,7 @@ from campaigns.services.definitions import campaign_definition_parse, campaign_i
 from campaigns.services.input_policy import (
     InputPolicyError,
     TrustError,
+    campaign_inputs_check,
     campaign_trust_check,
     orca_route_check,
     user_may_trust,
@@ -339,3 +340,17 @@ def test_the_admin_lets_only_users_who_may_trust_edit_the_flag(alice, staff):
 def test_a_route_too_long_is_refused():
     with pytest.raises(InputPolicyError, match="more than 20000"):
         orca_route_check("! PBE\n" + "%scf maxiter 5 end\n" * 2000)
+
+
+def test_campaign_inputs_check_rechecks_a_saved_campaign_under_its_current_trust(demo_dataset,
+                                                                                staff):
+    campaign = campaign_import(definition=parse(orca("! ExtOpt"), trusted=True), owner=staff)
+    campaign_inputs_check(campaign=campaign)  # trusted: fine
+
+    Campaign.objects.filter(pk=campaign.pk).update(trusted=False)  # a bulk update, no clean()
+    campaign.refresh_from_db()
+
+    with pytest.raises(InputPolicyError) as caught:
+        campaign_inputs_check(campaign=campaign)
+    assert str(caught.value) == ("campaign 'wb97mv': arg set 'wb97mv': ORCA directive 'ExtOpt' "
+                                 f"starts an external program; {TRUST}")
