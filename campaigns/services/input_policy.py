@@ -32,7 +32,7 @@ The rule, per piece of an untrusted route:
 - No keyword, key or value from ORCA_PROGRAM_WORDS (start a program) or ORCA_FILE_WORDS (read
   a file named in the input), nor any key ending in "name" or "inp" (GTOName, InHessName,
   MOInp ...), anywhere outside comments.
-- No coordinates (`*` lines), no `$new_job`, no `<` file inclusion.
+- No coordinates (a word starting with `*`), no `$new_job`, no `<` file inclusion.
 - Every word, quoted or not, that looks like a path out of the scratch directory (leading `/`,
   `\\` or `~`, a drive letter, a `..` part, `$` or a backquote) is refused.
 - Parsing is strict where ORCA's reader and ours could disagree: a quoted string must close on
@@ -186,10 +186,10 @@ def _refuse(directive: str, why: str) -> InputPolicyError:
 # --- ORCA -----------------------------------------------------------------------------------
 
 class _Word:
-    __slots__ = ("text", "quoted", "line", "first")
+    __slots__ = ("text", "quoted", "line")
 
-    def __init__(self, text: str, quoted: bool, line: int, first: bool):
-        self.text, self.quoted, self.line, self.first = text, quoted, line, first
+    def __init__(self, text: str, quoted: bool, line: int):
+        self.text, self.quoted, self.line = text, quoted, line
 
 
 _SPLIT = re.compile(r"[\s=,;{}()\[\]]+")
@@ -198,16 +198,13 @@ _SPLIT = re.compile(r"[\s=,;{}()\[\]]+")
 def _orca_words(route: str) -> Iterator[_Word]:
     """The route's words, comments dropped, quoted strings as one word each."""
     for number, line in enumerate(route.splitlines(), start=1):
-        first = True
         for piece, quoted in _orca_line_pieces(line, number):
             if quoted:
-                yield _Word(piece, True, number, first)
-                first = False
+                yield _Word(piece, True, number)
                 continue
             for text in _SPLIT.split(piece):
                 if text:
-                    yield _Word(text, False, number, first)
-                    first = False
+                    yield _Word(text, False, number)
 
 
 def _orca_line_pieces(line: str, number: int) -> List[Tuple[str, bool]]:
@@ -240,6 +237,7 @@ def _orca_line_pieces(line: str, number: int) -> List[Tuple[str, bool]]:
     return pieces
 
 
+_WORD_PART = re.compile(r"[^a-z0-9_-]+")
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 
 
@@ -280,7 +278,7 @@ def orca_route_check(route: Any) -> None:
             _check_block(lower, f"%{text}")
             after_percent = False
             continue
-        if word.first and text.startswith("*"):
+        if text.startswith("*"):  # "* xyz 0 1", also mid-line: ORCA may read it there
             raise _refuse("*", "gives coordinates: the worker adds the record's own; a route "
                                "holds keyword lines and %blocks only")
         if text.startswith("<"):
@@ -308,7 +306,9 @@ def _check_block(name: str, text: str) -> None:
 
 
 def _check_orca_word(text: str, lower: str, *, quoted: bool) -> None:
-    parts = [lower] if quoted else lower.strip("!").split("/")  # "QM/XTB", "!ExtOpt"
+    # Unquoted: every run of letters, digits, '_' and '-' on its own ("QM/XTB", "!ExtOpt",
+    # "a:ExtOpt"), in case ORCA splits a word where we do not.
+    parts = [lower] if quoted else [p for p in _WORD_PART.split(lower) if p]
     for part in parts:
         reason = ORCA_PROGRAM_WORDS.get(part) or ORCA_FILE_WORDS.get(part)
         if reason:

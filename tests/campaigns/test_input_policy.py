@@ -354,3 +354,11 @@ def test_campaign_inputs_check_rechecks_a_saved_campaign_under_its_current_trust
         campaign_inputs_check(campaign=campaign)
     assert str(caught.value) == ("campaign 'wb97mv': arg set 'wb97mv': ORCA directive 'ExtOpt' "
                                  f"starts an external program; {TRUST}")
+
+
+@pytest.mark.parametrize("route, directive", [
+    ("! PBE a:ExtOpt", "a:ExtOpt"),
+    ("%scf maxiter 5 end * xyzfile 0 1 x.xyz", "*"),
+])
+def test_a_directive_inside_a_word_or_mid_line_is_found(route, directive):
+    assert f"ORCA directive '{directive}'" in refusal(orca(route))
