@@ -8,24 +8,31 @@ and what falls outside it is refused unless the campaign is *trusted* (a flag on
 can set, campaign_trust_check). Every check raises InputPolicyError with a message that names
 the directive and says what is allowed; the caller prefixes the place (file, arg set).
 
-What ORCA's input language allows (ORCA 6.0/6.1 manual and tutorials, faccts.de/docs/orca):
-- "General Structure of the Input File": `!` keyword lines, `%block ... end` blocks, coordinates
-  between `*` lines or in a `%coords` block; `#` starts a comment that runs to the end of the
-  line or to a second `#`; the reader is not case-sensitive.
-- "ORCA with External Methods" (tutorials/workflows/extopt): `! ExtOpt` with `%method ProgExt
-  "/full/path/to/wrapperscript" Ext_Params "..." end` runs any program as the energy/gradient
-  source: a program of the user's choosing on the node.
-- "Compound Methods" (manual, detailed/compound; workflows/compound): `%Compound "file.cmp"` or
-  an inline `%Compound ... end` script, a scripting language with file handling (OpenFile,
-  ReadMOs, G.Read ...) and system commands (the brief names `sys_cmd`/`system`); refused whole.
-- "Choice of Initial Guess" (detailed/initguess): `%scf Guess MORead MOInp "Name.gbw" end` and
-  `%moinp "file"` read orbitals from a file named by path.
-- "Input of Coordinates" (essentialelements/coordinates): coordinates "read from an external
-  file" (`* xyzfile CHARGE MULT path`, `%coords ... xyzfile`); the worker appends the record's
-  own `* xyz` block, so a route has no coordinates at all.
-- "Basis Sets" (essentialelements/basisset): basis sets "read from external files"
-  (`%basis GTOName "path"` and the other `...Name` keys); `%geom InHessName "path"` reads a
-  Hessian; `%base "name"` moves every output file; `! NBO` runs the external NBO program.
+What ORCA's input language allows. Read in the ORCA 6.0/6.1 manual and tutorials
+(faccts.de/docs/orca/...):
+- manual "General Structure of the Input File" (6.0 contents/structure, 6.1 essentialelements/
+  input): `!` keyword lines, `%` blocks closed by `end`, coordinates between `*` lines or in a
+  `%coords` block; `#` starts a comment that runs to the end of the line or to a second `#`;
+  the input is not case-sensitive.
+- tutorial "ORCA with External Methods" (6.1 tutorials/workflows/extopt): `! ExtOpt` with
+  `%method ProgExt "/full/path/to/wrapperscript" Ext_Params "..." end` runs a program of the
+  user's choosing as the energy and gradient source.
+- manual "Compound Methods" (6.0 typical/compound, detailed/compound; 6.1 workflowsautomatization):
+  `%Compound "file.cmp"` runs a script file, an inline `%Compound ... end` a script; the
+  language has file handling (OpenFile, ReadMOs, G.Read, G.WriteXYZFile ...). Refused whole.
+- manual "Choice of Initial Guess" (6.0 detailed/initguess): `%scf Guess MORead MOInp
+  "Name.gbw" end` reads orbitals from the file named.
+- manual "Input of Coordinates" (6.0 contents/input, 6.1 essentialelements/coordinates):
+  coordinates "read from an external file"; the worker appends the record's own `* xyz`
+  block, so a route needs no coordinates at all.
+- manual "Basis Sets" (6.1 essentialelements/basisset, 6.0 detailed/basisset): "basis sets can
+  be read from a file".
+Known ORCA usage not re-read in the manual here, refused on the same grounds: `* xyzfile C M
+path` and `%coords CTyp xyzfile`; the one-line `%moinp "file"`; `%basis GTOName "file"` and
+its sibling `...Name` keys; `%geom InHessName "file"`; `%base "name"` (moves every output
+file); `! NBO`/`NPA` (start the external NBO program); `! XTB` (starts otool_xtb); Compound's
+system-command call, whose exact spelling was not confirmed (`sys_cmd`, `syscmd` and `system`
+are refused as words, on top of `%compound` itself).
 
 The rule, per piece of an untrusted route:
 - `%` blocks only from SAFE_ORCA_BLOCKS (an allowlist).
