@@ -3,6 +3,7 @@ line and Vina's receptor name is refused at the portal, naming the directive, un
 user marked the campaign trusted (docs/definitions.md)."""
 from __future__ import annotations
 
+import json
 from io import StringIO
 
 import pytest
@@ -25,6 +26,7 @@ from campaigns.services.input_policy import (
     xtb_flags_check,
 )
 from tests.campaigns.conftest import EXAMPLES
+from tests.campaigns.test_admin_campaigns import campaign_form
 
 TRUST = "allowed only in a campaign a staff user marked trusted"
 ORCA = """\
@@ -362,3 +364,33 @@ def test_campaign_inputs_check_rechecks_a_saved_campaign_under_its_current_trust
 ])
 def test_a_directive_inside_a_word_or_mid_line_is_found(route, directive):
     assert f"ORCA directive '{directive}'" in refusal(orca(route))
+
+
+# --- the admin's add form, for real ------------------------------------------------------------
+
+EXTOPT = {"route": "! ExtOpt\n%method ProgExt \"oet_mopac\" end"}
+
+
+def test_the_admin_refuses_a_dangerous_route_in_an_untrusted_campaign(admin_client, demo_dataset,
+                                                                      db_counts):
+    form = campaign_form(demo_dataset)
+    form["arg_sets-0-parameters"] = json.dumps(EXTOPT)
+    before = db_counts()
+
+    response = admin_client.post("/admin/campaigns/campaign/add/", form)
+
+    assert response.context["inline_admin_formsets"][0].formset.errors == [
+        {"parameters": [f"ORCA directive 'ExtOpt' starts an external program; {TRUST}"]}]
+    assert db_counts() == before
+
+
+def test_a_staff_user_ticking_trusted_in_the_admin_allows_the_route(admin_client, demo_dataset):
+    form = campaign_form(demo_dataset)
+    form["arg_sets-0-parameters"] = json.dumps(EXTOPT)
+    form["trusted"] = "on"
+
+    response = admin_client.post("/admin/campaigns/campaign/add/", form)
+
+    assert response.status_code == 302
+    campaign = Campaign.objects.get(name="hand-made")
+    assert campaign.trusted and campaign.arg_sets.get().parameters == EXTOPT
