@@ -174,7 +174,9 @@ _BOOLS = {"T": True, "F": False, "true": True, "false": False, "True": True, "Fa
           "TRUE": True, "FALSE": False}
 _NEEDS_ASE_KEYS = {spelling for key in ase_extxyz.SPECIAL_3_3_KEYS | ase_extxyz.UNPROCESSED_KEYS
                    for spelling in (key, key.lower(), key.upper())}
-_KEPT_AS_TEXT = {"Properties"}  # compared as text, as ase does
+# Properties is compared as text, as ase does; an id is the text as written, so id=007 and
+# id=7 (or 1.50 and 1.5) stay two records instead of both becoming "7".
+_KEPT_AS_TEXT = {"Properties", *ID_KEYS}
 _VALUE_CACHE: dict[str, Any] = {}
 _VALUE_CACHE_SIZE = 4096
 
@@ -223,6 +225,16 @@ def parse_comment(line: str) -> dict:
     except Exception as exc:  # ase raises ValueError, IndexError, JSONDecodeError...
         raise Broken(f"cannot read the comment line: {exc}") from None
     return {key: _json_value(value, key) for key, value in parsed.items()}
+
+
+_RAW_ID = re.compile(r'(?:^|\s)(%s)=(?:"([^"]*)"|(\S+))' % "|".join(ID_KEYS))
+
+
+def _raw_ids(comment: str, info: dict) -> None:
+    """Put back the text of an id that ase turned into a number or a boolean."""
+    for key, quoted, bare in _RAW_ID.findall(comment):
+        if key in info and not isinstance(info[key], str):
+            info[key] = quoted or bare
 
 
 def _is_count_line(line: str) -> bool:
@@ -284,6 +296,7 @@ def _xyz_frame(comment: str, lines: list[str], rows: list[list[str]],
     text = comment.strip()
     if "=" in text:
         info = parse_comment(text)
+        _raw_ids(text, info)  # when ase read the line
     else:
         # A plain XYZ comment is free text, often a program's banner: kept, never an id (two
         # files from the same program would otherwise collide).
@@ -327,6 +340,7 @@ def _xyz_frame_with_ase(comment: str, atom_lines: list[str]) -> tuple[str | None
             info[name] = values
     if atoms.has("initial_charges"):
         info["initial_charges"] = atoms.get_initial_charges()
+    _raw_ids(comment, info)
     record_id, charge, multiplicity, extra = _split_info(info)
     return record_id, build_input(atoms.get_chemical_symbols(), atoms.positions.tolist(),
                                   charge=charge, multiplicity=multiplicity, extra=extra)
@@ -470,12 +484,30 @@ def _jsonl_object(line: str) -> tuple[str | None, dict]:
                                                                  for c in row)):
                 raise Broken(f"coordinates[{i}] must be 3 numbers, got {json.dumps(row)[:60]}")
     elements = canonical_elements(elements)
-    record_id = obj.pop("id", None)
-    if record_id is not None and not isinstance(record_id, (str, int)) or record_id == "":
-        raise Broken(f"id must be a non-empty string or a whole number, got {record_id!r}")
+    record_id = jsonl_record_id(obj.pop("id", None))
     charge, multiplicity = obj.pop("charge", None), obj.pop("multiplicity", None)
-    return (None if record_id is None else str(record_id),
-            build_input(elements, coordinates, charge=charge, multiplicity=multiplicity, extra=obj))
+    return record_id, build_input(elements, coordinates, charge=charge,
+                                  multiplicity=multiplicity, extra=obj)
+
+
+def jsonl_record_id(value: Any) -> str | None:
+    """A JSON record id: a non-empty string, or None (no id: the content gives one).
+
+    A number is refused rather than converted: 12345 and "12345" (or 7 and 7.0) would become
+    one id, and the second molecule would be taken as already present.
+    """
+    if value is None or (type(value) is str and value):
+        return value
+    if type(value) is str:
+        raise Broken('"id" must be a non-empty string (got an empty one)')
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _refuse_id(f"the number {json.dumps(value)}", f'write "{json.dumps(value)}"')
+    kind = {bool: "true/false", list: "a list", dict: "an object"}.get(type(value), "a value")
+    return _refuse_id(f"{kind} {json.dumps(value)[:40]}", "write it in quotes")
+
+
+def _refuse_id(got: str, fix: str) -> str:
+    raise Broken(f'"id" must be a string (got {got}); {fix}')
 
 
 # --- choosing a reader ---------------------------------------------------------------------

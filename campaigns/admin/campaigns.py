@@ -20,6 +20,7 @@ from campaigns.forms import CampaignAdminForm, DefinitionUploadForm
 from campaigns.models import ArgSet, Campaign
 from campaigns.selectors import campaign_describe, campaign_get
 from campaigns.services.definitions import campaign_definition_parse, campaign_export, campaign_import
+from campaigns.services.input_policy import campaign_trust_check, user_may_trust
 
 _JSON_WIDGET = {models.JSONField: {"widget": Textarea(attrs={"rows": 4, "cols": 90})}}
 
@@ -42,15 +43,16 @@ def _yaml_download(campaign: Campaign) -> HttpResponse:
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignAdminForm
     inlines = [ArgSetInline]
-    list_display = ["name", "state", "dataset", "function_name", "queue_display", "updated_at", "yaml_link"]
-    list_filter = ["state", "function", "dataset"]
+    list_display = ["name", "state", "dataset", "function_name", "queue_display", "trusted",
+                    "updated_at", "yaml_link"]
+    list_filter = ["state", "function", "dataset", "trusted"]
     list_select_related = ["dataset"]
     search_fields = ["name", "notes"]
     # State changes belong to launching, pausing and the collector, not to hand edits.
     readonly_fields = ["state", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "dataset", "state", "notes", "owner"]}),
-        ("Job", {"fields": ["function", "job_timeout", "max_attempts", "output_key"]}),
+        ("Job", {"fields": ["function", "job_timeout", "max_attempts", "output_key", "trusted"]}),
         ("Submission", {"fields": ["query", "projection", "queue", "priority"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
@@ -70,7 +72,14 @@ class CampaignAdmin(admin.ModelAdmin):
         url = reverse("admin:campaigns_campaign_export", args=[campaign.pk])
         return format_html('<a href="{}">{}.yaml</a>', url, campaign.name)
 
+    def get_readonly_fields(self, request, obj=None):
+        # Trust lifts the program-input allowlist (input_policy): only staff may set it.
+        readonly = list(super().get_readonly_fields(request, obj))
+        return readonly if user_may_trust(request.user) else [*readonly, "trusted"]
+
     def save_model(self, request, obj, form, change):
+        if "trusted" in form.changed_data:
+            campaign_trust_check(user=request.user, trusted=obj.trusted)
         if obj.owner_id is None:
             obj.owner = request.user
         super().save_model(request, obj, form, change)
@@ -131,5 +140,5 @@ class CampaignAdmin(admin.ModelAdmin):
         verb = "replaced" if campaign_get(name=definition.name) else "created"
         dataset = data["dataset"]
         campaign = campaign_import(definition=definition, replace=data["replace"], owner=request.user,
-                                   dataset_name=dataset.name if dataset else None)
+                                   user=request.user, dataset_name=dataset.name if dataset else None)
         return f"{verb} {campaign_describe(campaign=campaign)}"

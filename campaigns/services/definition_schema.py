@@ -7,11 +7,13 @@ the database.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from campaigns.errors import DefinitionError
+from campaigns.services import input_policy
 from workers.runtime import errors as runtime_errors
 from workers.runtime import keepfiles, registry
 
@@ -148,14 +150,25 @@ def _one_of(key: str, *allowed: str) -> Check:
     return check
 
 
-def _integer(key: str, minimum: Optional[int]) -> Check:
-    return lambda value, base_dir: check_whole_number(value, key, minimum)
+def _integer(key: str, minimum: Optional[int], maximum: Optional[int] = None) -> Check:
+    def check(value: Any, base_dir: Optional[Path]) -> int:
+        check_whole_number(value, key, minimum)
+        if maximum is not None and value > maximum:
+            raise DefinitionError(f"{key} {value!r} is more than {maximum}")
+        return value
+    return check
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float; YAML's .nan and .inf are floats too, and bool is an int."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _number(key: str, minimum: float) -> Check:
     def check(value: Any, base_dir: Optional[Path]) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise DefinitionError(f"{key} {value!r} is not a number of at least {minimum}")
+        if not _is_number(value) or value < minimum:
+            raise DefinitionError(f"{key} {value!r} is not a finite number of at least {minimum}")
         return value
     return check
 
@@ -170,8 +183,7 @@ def _boolean(key: str) -> Check:
 
 def _bounded(key: str, minimum: float, maximum: float) -> Check:
     def check(value: Any, base_dir: Optional[Path]) -> float:
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not minimum <= value <= maximum):
+        if not _is_number(value) or not minimum <= value <= maximum:
             raise DefinitionError(f"{key} {value!r} is not a number from {minimum} to {maximum}")
         return value
     return check
@@ -182,20 +194,22 @@ def _sampling():
     return sampling
 
 
-def _vector3(key: str, positive: bool) -> Check:
+def _vector3(key: str, positive: bool, limit: float) -> Check:
     def check(value: Any, base_dir: Optional[Path]) -> list:
         ok = isinstance(value, list) and len(value) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 or not positive)
-            for v in value
+            _is_number(v) and (v > 0 or not positive) and abs(v) <= limit for v in value
         )
         if not ok:
             kind = "positive numbers" if positive else "numbers"
-            raise DefinitionError(f"{key} {value!r} must be a list of 3 {kind} (Å)")
+            raise DefinitionError(f"{key} {value!r} must be a list of 3 finite {kind} of at "
+                                  f"most {limit:g} in size (Å)")
         return value
     return check
 
 
 def _flags(value: Any, base_dir: Optional[Path]) -> List[str]:
+    # Which words are allowed is input_policy's (xtb_flags_check), since a trusted campaign
+    # may use more; here only the shape.
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     raise DefinitionError(f"flags {value!r} must be a list of command-line words, "
@@ -226,12 +240,12 @@ def _receptor(value: Any, base_dir: Optional[Path]) -> Dict[str, str]:
 
 def _receptor_named(receptor: Dict[str, str]) -> Dict[str, str]:
     # The worker writes the receptor under its name next to ligand.pdbqt (tasks/vina.py).
-    name = receptor["name"]
-    if not name.endswith(".pdbqt") or name == "ligand.pdbqt" or "/" in name or "{" in name:
-        raise DefinitionError(f"receptor name {name!r} must be a file name ending in .pdbqt, "
-                              "other than ligand.pdbqt")
+    input_policy.vina_receptor_name_check(receptor["name"])
     return receptor
 
+
+VINA_CENTER_LIMIT = 10_000.0  # Å from the origin
+VINA_SIZE_LIMIT = 500.0  # Å a side; vina itself warns above 30
 
 # Key order here is the order of the exported file.
 PARAMETERS: Dict[str, Dict[str, Check]] = {
@@ -263,13 +277,13 @@ PARAMETERS: Dict[str, Dict[str, Check]] = {
     },
     "vina.dock": {
         "receptor": _receptor,
-        "center": _vector3("center", positive=False),
-        "size": _vector3("size", positive=True),
-        "exhaustiveness": _integer("exhaustiveness", 1),
-        "num_modes": _integer("num_modes", 1),
-        "cpu": _integer("cpu", 1),
-        "seed": _integer("seed", None),
-        "max_evals": _integer("max_evals", 1),
+        "center": _vector3("center", positive=False, limit=VINA_CENTER_LIMIT),
+        "size": _vector3("size", positive=True, limit=VINA_SIZE_LIMIT),
+        "exhaustiveness": _integer("exhaustiveness", 1, 1024),
+        "num_modes": _integer("num_modes", 1, 100),
+        "cpu": _integer("cpu", 1, 256),
+        "seed": _integer("seed", -2**31, 2**31 - 1),  # vina's seed is a C int
+        "max_evals": _integer("max_evals", 1, 10**10),
     },
     "noop": {},
     "sleep": {"seconds": _number("seconds", 0)},
@@ -285,8 +299,13 @@ def parameter_keys(function: str) -> List[str]:
     return list(PARAMETERS.get(function, {}))
 
 
-def check_parameters(function: str, value: Any, base_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """The parameters of one arg set of `function` (canonical name), checked, in schema order."""
+def check_parameters(function: str, value: Any, base_dir: Optional[Path] = None, *,
+                     trusted: bool = False) -> Dict[str, Any]:
+    """The parameters of one arg set of `function` (canonical name), checked, in schema order.
+
+    The program inputs (ORCA route, xtb flags, Vina receptor name) go through input_policy as
+    well; `trusted` (the campaign's flag) lifts its allowlists.
+    """
     if not isinstance(value, dict):
         raise DefinitionError("parameters must be a mapping")
     schema = PARAMETERS.get(function, {})
@@ -297,4 +316,6 @@ def check_parameters(function: str, value: Any, base_dir: Optional[Path] = None)
     for key in REQUIRED_PARAMETERS.get(function, ()):
         if key not in value:
             raise DefinitionError(f"missing parameter {key!r} for {function}")
-    return {key: check(value[key], base_dir) for key, check in schema.items() if key in value}
+    checked = {key: check(value[key], base_dir) for key, check in schema.items() if key in value}
+    input_policy.program_input_check(function=function, parameters=checked, trusted=trusted)
+    return checked

@@ -29,6 +29,7 @@ from campaigns.errors import ApplicationError, DefinitionError
 from campaigns.models import ArgSet, Campaign, Dataset
 from campaigns.selectors import campaign_arg_sets, dataset_names
 from campaigns.services import definition_schema as schema
+from campaigns.services import input_policy
 
 TOP_KEYS = ("campaign", "dataset", "notes", "campaign_config", "submit")
 CONFIG_KEYS = ("func_name", "job_timeout", "max_attempts", "args", "kwargs")
@@ -64,6 +65,8 @@ class CampaignDefinition:
     projection: List[str]
     queue: str
     priority: str
+    # Checked under the trusted rules (input_policy); campaign_import needs a staff user then.
+    trusted: bool = False
 
 
 class _Places:
@@ -138,12 +141,14 @@ def _mark_text(mark: yaml.Mark) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
-def campaign_definition_parse(*, text: str, source: str,
-                              base_dir: Optional[Path] = None) -> CampaignDefinition:
+def campaign_definition_parse(*, text: str, source: str, base_dir: Optional[Path] = None,
+                              trusted: bool = False) -> CampaignDefinition:
     """Check a whole job definition file and return it in canonical form; touches no database.
 
     source names the file in error messages. base_dir is the file's directory, against which a
     vina `receptor:` path is read; without it (an upload) only an inline receptor is accepted.
+    trusted: check program inputs under a trusted campaign's rules (input_policy); the caller
+    has checked with campaign_trust_check that its user may, and campaign_import checks again.
     """
     places = _Places(source)
     top = places.mapping("top level", _load_yaml(text, source), TOP_KEYS,
@@ -165,7 +170,7 @@ def campaign_definition_parse(*, text: str, source: str,
     max_attempts = places.check("campaign_config.max_attempts", schema.check_whole_number,
                                 config.get("max_attempts", schema.DEFAULT_MAX_ATTEMPTS),
                                 "max attempts", 1)
-    arg_sets = _parse_arg_sets(places, config["args"], function, base_dir)
+    arg_sets = _parse_arg_sets(places, config["args"], function, base_dir, trusted)
     kwargs = places.mapping("campaign_config.kwargs", config["kwargs"], KWARGS_KEYS,
                             required=KWARGS_KEYS)
     output_key = places.check("campaign_config.kwargs.mongo_output_key", schema.check_name,
@@ -181,11 +186,12 @@ def campaign_definition_parse(*, text: str, source: str,
         source=source, name=name, dataset=dataset, notes=notes, function=function,
         job_timeout=job_timeout, max_attempts=max_attempts, output_key=output_key,
         arg_sets=arg_sets, query=query, projection=projection, queue=queue, priority=priority,
+        trusted=trusted,
     )
 
 
-def _parse_arg_sets(places: _Places, args: Any, function: str,
-                    base_dir: Optional[Path]) -> Tuple[ArgSetDefinition, ...]:
+def _parse_arg_sets(places: _Places, args: Any, function: str, base_dir: Optional[Path],
+                    trusted: bool) -> Tuple[ArgSetDefinition, ...]:
     if not isinstance(args, list) or not args:
         raise DefinitionError(f"{places.source}: campaign_config.args: expected a list of one or "
                               f"more arg sets, got {args!r}")
@@ -205,22 +211,37 @@ def _parse_arg_sets(places: _Places, args: Any, function: str,
         parameters = {k: v for k, v in item.items() if k not in ARG_SET_KEYS}
         arg_sets.append(ArgSetDefinition(
             name=name,
-            parameters=places.check(place, schema.check_parameters, function, parameters, base_dir),
+            parameters=places.check(place, _arg_set_parameters, function, parameters, base_dir,
+                                    trusted),
             parsers=places.check(place, schema.check_parsers, item.get("parsers", {})),
             keep_files=places.check(place, schema.check_keep_files, item.get("keep_files", {})),
         ))
     return tuple(arg_sets)
 
 
+def _arg_set_parameters(function: str, parameters: Dict[str, Any], base_dir: Optional[Path],
+                        trusted: bool) -> Dict[str, Any]:
+    return schema.check_parameters(function, parameters, base_dir, trusted=trusted)
+
+
 def campaign_import(*, definition: CampaignDefinition, dataset_name: Optional[str] = None,
-                    replace: bool = False, owner=None) -> Campaign:
+                    replace: bool = False, owner=None, user=None) -> Campaign:
     """Create the campaign of `definition`, or replace a same-named draft/done/failed/cancelled one
     (its ledger of tasks goes with its old arg sets).
 
     dataset_name overrides the definition's dataset. Either everything is written or nothing.
     A replaced campaign keeps its id and owner (unless `owner` is given) and returns to draft.
+    The campaign is trusted exactly when the definition was parsed trusted: `user` (who
+    imports; default `owner`; both None for a manage.py command) must then pass
+    campaign_trust_check, and a replaced trusted campaign imported without trust is no longer
+    trusted.
     """
     source = definition.source
+    try:
+        input_policy.campaign_trust_check(user=user if user is not None else owner,
+                                          trusted=definition.trusted)
+    except input_policy.TrustError as exc:
+        raise input_policy.TrustError(f"{source}: campaign: {exc}") from None
     dataset_name = dataset_name or definition.dataset
     if not dataset_name:
         raise DefinitionError(f"{source}: no dataset given: name one in the file (dataset: NAME) "
@@ -277,6 +298,7 @@ def _fill_campaign(campaign: Campaign, *, definition: CampaignDefinition, datase
     campaign.projection = definition.projection
     campaign.queue = definition.queue
     campaign.priority = definition.priority
+    campaign.trusted = definition.trusted
     campaign.state = Campaign.State.DRAFT
 
 

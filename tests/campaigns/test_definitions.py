@@ -115,8 +115,8 @@ def test_parse_names_a_receptor_it_cannot_read(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, problem", [
-    ("center: [11, 90.5, 57.5]", "center: [11, 90.5]", "center [11, 90.5] must be a list of 3 numbers (Å)"),
-    ("size: [22, 24, 28]", "size: [22, 0, 28]", "size [22, 0, 28] must be a list of 3 positive numbers (Å)"),
+    ("center: [11, 90.5, 57.5]", "center: [11, 90.5]", "center [11, 90.5] must be a list of 3 finite numbers of at most 10000 in size (Å)"),
+    ("size: [22, 24, 28]", "size: [22, 0, 28]", "size [22, 0, 28] must be a list of 3 finite positive numbers of at most 500 in size (Å)"),
 ])
 def test_parse_checks_vina_boxes(old, new, problem):
     text = VINA.format(receptor="{name: r.pdbqt, content: x}").replace(old, new)
@@ -135,8 +135,10 @@ def test_parse_refuses_a_parameter_of_another_function():
 def test_parse_refuses_a_receptor_the_worker_could_not_write():
     text = VINA.format(receptor="{name: ligand.pdbqt, content: 'ATOM  1'}")
 
-    assert parse_error(text) == ("def.yaml: campaign_config.args[0] (site1): receptor name 'ligand.pdbqt' "
-                                 "must be a file name ending in .pdbqt, other than ligand.pdbqt")
+    assert parse_error(text) == (
+        "def.yaml: campaign_config.args[0] (site1): receptor name 'ligand.pdbqt' must be a plain "
+        "file name ending in .pdbqt (letters, digits, '.', '_' and '-', starting with a letter or "
+        "digit, at most 100 characters; no path), other than ligand.pdbqt and out.pdbqt")
 
 
 def test_parse_refuses_an_xtb_method_it_does_not_know():

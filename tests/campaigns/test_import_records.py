@@ -221,3 +221,69 @@ def test_progress_prints_rate_and_eta_every_few_seconds_only():
         now[0] = t
         progress.update(done)
     assert stream.getvalue() == "imported 12,000/1,000,000 (400/s, eta 41m)\n"
+
+
+# --- record ids are strings --------------------------------------------------------------
+
+H2 = '"elements": ["H", "H"], "coordinates": [[0, 0, 0], [0, 0, 0.74]]'
+
+
+def test_a_numeric_jsonl_id_is_refused_with_the_line_and_the_fix(mols, tmp_path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text(f'{{"id": "12345", {H2}}}\n{{"id": 12345, {H2}, "tag": "other"}}\n')
+
+    with pytest.raises(CommandError) as caught:
+        run("mols", str(path), "--on-error", "abort")
+
+    assert str(caught.value) == (f'{path}:2: "id" must be a string (got the number 12345); '
+                                 'write "12345"')
+    assert inputs() == {}  # abort: nothing of the file
+
+
+def test_a_numeric_jsonl_id_never_merges_with_its_string_twin(mols, tmp_path):
+    path = tmp_path / "ids.jsonl"
+    path.write_text(f'{{"id": "12345", {H2}}}\n{{"id": 12345, {H2}, "tag": "other"}}\n')
+
+    out, err = run("mols", str(path))
+
+    # The second molecule is reported, not counted as "already present".
+    assert err == f'skipped {path}:2: "id" must be a string (got the number 12345); write "12345"\n'
+    assert out == "mols: 1 added, 0 already present, 1 records; 1 broken molecules skipped\n"
+    assert "tag" not in inputs()["12345"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("7.0", '"id" must be a string (got the number 7.0); write "7.0"'),
+    ("true", '"id" must be a string (got true/false true); write it in quotes'),
+    ('["a"]', '"id" must be a string (got a list ["a"]); write it in quotes'),
+    ('""', '"id" must be a non-empty string (got an empty one)'),
+])
+def test_other_non_string_jsonl_ids_are_refused(mols, tmp_path, value, message):
+    path = tmp_path / "ids.jsonl"
+    path.write_text(f'{{"id": {value}, {H2}}}\n')
+
+    _, err = run("mols", str(path))
+
+    assert err == f"skipped {path}:1: {message}\n"
+
+
+def test_an_xyz_id_is_the_text_as_written(mols, tmp_path):
+    frame = "2\n{comment}\nH 0 0 0\nH 0 0 0.74\n"
+    path = tmp_path / "ids.extxyz"
+    path.write_text("".join(frame.format(comment=c) for c in (
+        "id=007", "id=7", "id=1.50", "id=1.5", 'id="T" energy=-1.0', "id=T energy=-2.0")))
+
+    run("mols", str(path))
+
+    # Read as numbers, 007 and 7 (1.50 and 1.5) would have been one record each.
+    assert set(inputs()) == {"007", "7", "1.50", "1.5", "T"}
+
+
+def test_an_xyz_id_keeps_its_text_when_ase_reads_the_frame(mols, tmp_path):
+    path = tmp_path / "forces.extxyz"
+    path.write_text("2\nProperties=species:S:1:pos:R:3:forces:R:3 id=0042\n"
+                    "H 0 0 0 0 0 0.1\nH 0 0 0.74 0 0 -0.1\n")
+
+    run("mols", str(path))
+
+    assert list(inputs()) == ["0042"]

@@ -194,13 +194,15 @@ def test_kept_files_are_stored_and_a_second_delivery_overwrites_them(
     push(redis_conn, ok(tasks[0], files=[kept_entry(tmp_path, "first run\n")]))
     assert results_collect(connection=redis_conn).files == 1
     path = kept_file_path(campaign=campaign.name, record_id="mol-000000", name="mol-000000_a.out")
-    assert path == f"{campaign.name}/mol-000000/mol-000000_a.out"
+    # docs/stores.md, "Kept files": the record's folder is its id plus a hash of the raw id.
+    assert path == f"{campaign.name}/mol-000000-41b8880aaed29932/mol-000000_a.out"
     Task.objects.filter(pk=tasks[0].pk).update(state="pending")  # as after a lost worker
     push(redis_conn, ok(tasks[0], files=[kept_entry(tmp_path, "second run\n")]))
     results_collect(connection=redis_conn)
     with default_storage.open(path) as stored:
         assert stored.read() == b"second run\n"
-    assert sorted(p.name for p in (storage_dir / campaign.name / "mol-000000").iterdir()) == [
+    assert sorted(p.name for p in (storage_dir / campaign.name / "mol-000000-41b8880aaed29932")
+                  .iterdir()) == [
         "mol-000000_a.out"]
 
 

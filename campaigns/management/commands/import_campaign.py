@@ -16,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--dataset", help="the dataset to run on (overrides the file's 'dataset:')")
         parser.add_argument("--replace", action="store_true",
                             help="replace a same-named campaign in draft, done or failed")
+        parser.add_argument("--trusted", action="store_true",
+                            help="mark the campaign trusted: its program inputs may start other "
+                                 "programs or read files (docs/definitions.md)")
 
     def handle(self, *args, **options):
         path = Path(options["file"])
@@ -24,7 +27,8 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"{path}: cannot read the file: {exc}") from None
         try:
-            definition = campaign_definition_parse(text=text, source=str(path), base_dir=path.parent)
+            definition = campaign_definition_parse(text=text, source=str(path), base_dir=path.parent,
+                                                   trusted=options["trusted"])
             verb = "replaced" if campaign_get(name=definition.name) else "created"
             campaign = campaign_import(definition=definition, dataset_name=options["dataset"],
                                        replace=options["replace"])
