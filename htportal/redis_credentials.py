@@ -39,7 +39,9 @@ def redis_url_as(url: str, *, user: str, password: str) -> str:
 def redis_url_shown(url: str) -> str:
     """`url` fit for a log line: the password replaced by ***."""
     user, password = redis_url_credentials(url)
-    return redis_url_as(url, user=user, password="***") if password else url
+    if not password:
+        return url
+    return redis_url_as(url, user=user, password="PASSWORD").replace(":PASSWORD@", ":***@", 1)
 
 
 def generated_password(var_dir: Path, *, variable: str, filename: str) -> str:
