@@ -21,10 +21,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from django.conf import settings
 from redis import Redis
 
 from campaigns.locks import COLLECTOR_LOCK_KEY
 from campaigns.pipeline_keys import FEED_LOCK_PREFIX, RESULTS_KEY, SPEC_KEY_PREFIX
+from htportal.redis_credentials import redis_url_as, redis_url_credentials
 
 WORKER_CAPS_PREFIX = "htportal:worker-caps"
 DEAD_LETTERS_KEY = "htportal:dead-letters"
@@ -95,6 +97,19 @@ class AclRule:
     def aclfile_line(self) -> str:
         """The line for an aclfile (`aclfile /etc/redis/users.acl` in redis.conf)."""
         return " ".join(["user", self.user, *self.words])
+
+
+def worker_redis_url() -> str:
+    """The URL workers get: settings.WORKER_REDIS_URL, else the portal's REDIS_URL with the
+    worker user (WORKER_REDIS_USER, WORKER_REDIS_PASSWORD) in place of the portal's."""
+    return settings.WORKER_REDIS_URL or redis_url_as(
+        settings.REDIS_URL, user=settings.WORKER_REDIS_USER,
+        password=settings.WORKER_REDIS_PASSWORD)
+
+
+def worker_redis_credentials() -> Tuple[str, Optional[str]]:
+    """(user, password) of worker_redis_url(): the user the rules are made for."""
+    return redis_url_credentials(worker_redis_url())
 
 
 def password_hash(password: str) -> str:

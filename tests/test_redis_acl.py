@@ -48,7 +48,6 @@ def admin(acl_server, settings) -> Redis:
     settings.REDIS_URL = settings.REDIS_ADMIN_URL = acl_server.url
     settings.WORKER_REDIS_USER = WORKER_USER
     settings.WORKER_REDIS_PASSWORD = WORKER_PASSWORD
-    settings.WORKER_REDIS_URL = worker_url(acl_server)
     conn = Redis.from_url(acl_server.url)
     conn.flushdb()
     call_command("redis_acl", "--apply", stdout=_Sink(), stderr=_Sink())

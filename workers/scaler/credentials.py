@@ -1,6 +1,6 @@
 """Which Redis credentials a pool's workers get in their env file (docs/security-redis.md).
 
-Workers log in as the worker user (settings.WORKER_REDIS_URL), which may only take jobs and
+Workers log in as the worker user (campaigns.redis_acl.worker_redis_url), which may only take jobs and
 push results. Before handing that URL out, the scaler logs in with it once: when Redis refuses
 it (the rules of `manage.py redis_acl` not applied, or another password), the portal's own
 REDIS_URL is handed instead only where settings.WORKER_REDIS_FALLBACK allows it (default
@@ -17,6 +17,7 @@ from typing import Optional
 import redis
 from django.conf import settings
 
+from campaigns.redis_acl import worker_redis_url
 from htportal.redis_credentials import redis_url_credentials
 from workers.models import WorkerPool
 from workers.scaler.base import ScalerError
@@ -49,9 +50,10 @@ def worker_credentials(*, pool: WorkerPool) -> WorkerCredentials:
             return WorkerCredentials(pool.redis_url, user)
         return _fallback(pool, pool.redis_url, "the pool's Redis URL holds the portal's own "
                                                "user and password")
-    problem = worker_login_problem(url=settings.WORKER_REDIS_URL)
+    url = worker_redis_url()
+    problem = worker_login_problem(url=url)
     if problem is None:
-        return WorkerCredentials(settings.WORKER_REDIS_URL, settings.WORKER_REDIS_USER)
+        return WorkerCredentials(url, redis_url_credentials(url)[0])
     return _fallback(pool, settings.REDIS_URL,
                      f"Redis refuses the worker user {settings.WORKER_REDIS_USER!r} ({problem})")
 

@@ -6,13 +6,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.redis_acl import (AclError, acl_apply, acl_whoami, default_user_open,
-                                 portal_rule, worker_rule)
+                                 portal_rule, worker_redis_credentials, worker_rule)
 from htportal.redis_credentials import redis_url_credentials, redis_url_shown
 
 
 class Command(BaseCommand):
-    help = ("Print the Redis ACL rules of the worker user (HTPORTAL_WORKER_REDIS_USER: takes jobs "
-            "and pushes results, nothing else) and of the portal's own user (no FLUSHALL, CONFIG "
+    help = ("Print the Redis ACL rules of the worker user (the one in the URL workers get: takes "
+            "jobs and pushes results, nothing else) and of the portal's own user (no FLUSHALL, CONFIG "
             "or other @dangerous command); --apply sends them with ACL SETUSER over "
             "HTPORTAL_REDIS_ADMIN_URL. Passwords appear only as SHA-256 hashes.")
 
@@ -31,8 +31,8 @@ class Command(BaseCommand):
     def handle(self, *args, aclfile, apply, portal, save, **options):
         if (portal or save) and not apply:
             raise CommandError("--portal and --save go with --apply")
-        worker = self._rule(worker_rule, user=settings.WORKER_REDIS_USER,
-                            password=settings.WORKER_REDIS_PASSWORD)
+        worker_user, worker_password = worker_redis_credentials()
+        worker = self._rule(worker_rule, user=worker_user, password=worker_password or "")
         portal_user, portal_password = redis_url_credentials(settings.REDIS_URL)
         try:
             portal_rules = [portal_rule(user=portal_user, password=portal_password)]
