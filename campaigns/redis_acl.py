@@ -18,9 +18,11 @@ from them hold no password.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import redis
 from django.conf import settings
 from redis import Redis
 
@@ -28,6 +30,9 @@ from campaigns.locks import COLLECTOR_LOCK_KEY
 from campaigns.pipeline_keys import FEED_LOCK_PREFIX, RESULTS_KEY, SPEC_KEY_PREFIX
 from htportal.redis_credentials import redis_url_as, redis_url_credentials
 
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_S = 5
 WORKER_CAPS_PREFIX = "htportal:worker-caps"
 DEAD_LETTERS_KEY = "htportal:dead-letters"
 
@@ -110,6 +115,26 @@ def worker_redis_url() -> str:
 def worker_redis_credentials() -> Tuple[str, Optional[str]]:
     """(user, password) of worker_redis_url(): the user the rules are made for."""
     return redis_url_credentials(worker_redis_url())
+
+
+def worker_login_problem(*, url: str) -> Optional[str]:
+    """Why Redis refuses a client of `url` (its login or a PING), or None when it takes it.
+    A Redis the portal cannot reach at that address is not the credentials' fault: None."""
+    connection = Redis.from_url(url, socket_connect_timeout=CHECK_TIMEOUT_S,
+                                socket_timeout=CHECK_TIMEOUT_S)
+    try:
+        connection.ping()
+    except redis.exceptions.AuthenticationError as exc:
+        return str(exc).rstrip(".") or "wrong user or password"
+    except redis.exceptions.NoPermissionError as exc:
+        return f"the user may not PING: {exc}"
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("could not check the worker user's login (%s); taking it as it is", exc)
+    except redis.exceptions.ResponseError as exc:  # Redis before 6: AUTH takes no user name
+        return f"Redis does not take a user name and password ({exc}): ACL users need Redis 6+"
+    finally:
+        connection.close()
+    return None
 
 
 def password_hash(password: str) -> str:

@@ -25,7 +25,8 @@ from campaigns.services.collecting import results_collect
 from campaigns.services.feeding import queues_feed
 from htportal.redis_credentials import redis_url_as, redis_url_credentials
 from tests import servers
-from tests.pipeline.collect_helpers import Processes, campaign_submitted, results_of, wait_for
+from tests.pipeline.collect_helpers import (Processes, age_started_registries,
+                                            campaign_submitted, results_of, wait_for)
 from tests.pipeline.conftest import make_campaign, make_dataset  # noqa: F401 (fixtures)
 
 WORKER_USER = "htportal-worker"
@@ -151,8 +152,10 @@ def test_apply_sends_the_rules_and_warns_that_the_default_user_is_open(acl_serve
     settings.WORKER_REDIS_USER, settings.WORKER_REDIS_PASSWORD = "w-apply", "apply-Pa55"
     out, err = _Sink(), _Sink()
     call_command("redis_acl", "--apply", stdout=out, stderr=err)
-    assert out.text == ("user w-apply: rules applied\n"
-                        "portal user default: left as it is (--portal restricts it)\n")
+    assert out.text == (f"user w-apply: rules applied\n"
+                        f"user w-apply: logs in at redis://w-apply:***@127.0.0.1:"
+                        f"{acl_server.port}/0\n"
+                        f"portal user default: left as it is (--portal restricts it)\n")
     assert err.text.startswith("warning: Redis's default user is on with no password: ")
     admin = Redis.from_url(acl_server.url)
     listed = [line.decode() for line in admin.execute_command("ACL", "LIST")]
@@ -277,6 +280,27 @@ def test_a_stopped_worker_gives_its_job_back_and_cleans_registries_as_the_worker
     assert "cleaning registries for queue: acl:normal" in worker.log()
     assert admin.exists(f"{queue.intermediate_queue_key}:first_seen:{stuck.id}")
     assert admin.zcard("rq:wip:acl:normal") == 0
+    assert set(denials(admin)) <= {(WORKER_USER, "client|list")}
+
+
+def test_a_worker_fails_a_job_abandoned_by_a_killed_one_as_the_worker_user(admin, processes):
+    queue = Queue("acl:normal", connection=admin, serializer=JSONSerializer)
+    job = queue.enqueue("sleep", record={"id": "mol-1", "input": {}}, spec={
+        "function": "sleep", "arg_sets": [{"name": "nap", "parameters": {"seconds": 60}}]})
+    killed = processes.worker("acl:normal", name="w-killed")
+    wait_for(lambda: job.get_status(refresh=True) == "started", timeout=20,
+             what="the job to start", processes=(killed,))
+    killed.signal(signal.SIGKILL)
+    killed.wait(10)
+    assert age_started_registries(admin) == 1  # its heartbeat deadline has gone by
+
+    second = processes.worker("acl:normal", name="w-next", extra=("--max-idle", "1"))
+
+    assert second.wait(30) == 0, second.log()
+    # rq's maintenance, run by the second worker as the worker user, fails the abandoned job.
+    assert job.get_status(refresh=True) == "failed"
+    assert admin.zcard("rq:wip:acl:normal") == 0
+    assert job.id in admin.zrange("rq:failed:acl:normal", 0, -1)[0].decode()
     assert set(denials(admin)) <= {(WORKER_USER, "client|list")}
 
 

@@ -1,7 +1,7 @@
 """Which Redis credentials a pool's workers get in their env file (docs/security-redis.md).
 
-Workers log in as the worker user (campaigns.redis_acl.worker_redis_url), which may only take jobs and
-push results. Before handing that URL out, the scaler logs in with it once: when Redis refuses
+Workers log in as the worker user (campaigns.redis_acl.worker_redis_url), which may only take
+jobs and push results. Before handing that URL out, the scaler logs in with it once: when Redis refuses
 it (the rules of `manage.py redis_acl` not applied, or another password), the portal's own
 REDIS_URL is handed instead only where settings.WORKER_REDIS_FALLBACK allows it (default
 "local": pools on this machine, which runs the portal anyway), and always with a warning;
@@ -10,21 +10,15 @@ A portal URL without a password has no secret to leak: it is handed out, with a 
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Optional
 
-import redis
 from django.conf import settings
 
-from campaigns.redis_acl import worker_redis_url
+from campaigns.redis_acl import worker_login_problem, worker_redis_url
 from htportal.redis_credentials import redis_url_credentials
 from workers.models import WorkerPool
 from workers.scaler.base import ScalerError
 
-log = logging.getLogger(__name__)
-
-CHECK_TIMEOUT_S = 5
 FIX = ("run `manage.py redis_acl --apply` to create the worker user "
        "(docs/security-redis.md)")
 
@@ -56,25 +50,6 @@ def worker_credentials(*, pool: WorkerPool) -> WorkerCredentials:
         return WorkerCredentials(url, redis_url_credentials(url)[0])
     return _fallback(pool, settings.REDIS_URL,
                      f"Redis refuses the worker user {settings.WORKER_REDIS_USER!r} ({problem})")
-
-
-def worker_login_problem(*, url: str) -> Optional[str]:
-    """Why Redis refuses a client of `url` (a login or a PING), or None when it takes it.
-    A Redis the portal cannot reach at that address is not the credentials' fault: None."""
-    connection = redis.Redis.from_url(url, socket_connect_timeout=CHECK_TIMEOUT_S,
-                                      socket_timeout=CHECK_TIMEOUT_S)
-    try:
-        connection.ping()
-    except redis.exceptions.AuthenticationError as exc:
-        return str(exc).rstrip(".") or "wrong user or password"
-    except redis.exceptions.NoPermissionError as exc:
-        return f"the user may not PING: {exc}"
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        log.warning("could not check the worker user's login (%s); handing it out unchecked",
-                    exc)
-    finally:
-        connection.close()
-    return None
 
 
 def _fallback(pool: WorkerPool, url: str, why: str) -> WorkerCredentials:

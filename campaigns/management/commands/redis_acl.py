@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.redis_acl import (AclError, acl_apply, acl_whoami, default_user_open,
-                                 portal_rule, worker_redis_credentials, worker_rule)
+                                 portal_rule, worker_login_problem, worker_redis_credentials,
+                                 worker_redis_url, worker_rule)
 from htportal.redis_credentials import redis_url_credentials, redis_url_shown
 
 
@@ -90,3 +91,8 @@ class Command(BaseCommand):
             raise CommandError(f"Redis at {where} unreachable: {exc}") from None
         finally:
             connection.close()
+        url = worker_redis_url()
+        problem = worker_login_problem(url=url)
+        self.stdout.write(f"user {worker.user}: " + (f"cannot log in at {redis_url_shown(url)}: "
+                                                     f"{problem}" if problem else
+                                                     f"logs in at {redis_url_shown(url)}"))
