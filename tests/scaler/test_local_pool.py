@@ -185,7 +185,8 @@ def test_the_fallback_setting_decides_who_gets_the_portals_password(
 def test_a_pool_url_with_the_portals_password_counts_as_the_portals(locked_conn, db):
     pool = WorkerPool(name="p", kind="slurm", redis_url=locked_conn_url(locked_conn))
     with pytest.raises(ScalerError, match=r"^pool p: the pool's Redis URL holds the portal's own "
-                                          r"user and password; not handing"):
+                                          r"user and password \(blank it to hand the worker "
+                                          r"user's\); not handing"):
         worker_credentials(pool=pool)
     other = WorkerPool(name="q", kind="slurm", redis_url="redis://w:other@127.0.0.1:1/0")
     assert worker_credentials(pool=other).url == "redis://w:other@127.0.0.1:1/0"

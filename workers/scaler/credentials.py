@@ -1,9 +1,9 @@
 """Which Redis credentials a pool's workers get in their env file (docs/security-redis.md).
 
 Workers log in as the worker user (campaigns.redis_acl.worker_redis_url), which may only take
-jobs and push results. Before handing that URL out, the scaler logs in with it once: when Redis refuses
-it (the rules of `manage.py redis_acl` not applied, or another password), the portal's own
-REDIS_URL is handed instead only where settings.WORKER_REDIS_FALLBACK allows it (default
+jobs and push results. Before handing that URL out, the scaler logs in with it once: when Redis
+refuses it (the rules of `manage.py redis_acl` not applied, or another password), the portal's
+own REDIS_URL is handed instead only where settings.WORKER_REDIS_FALLBACK allows it (default
 "local": pools on this machine, which runs the portal anyway), and always with a warning;
 a SLURM or HTCondor pool is refused (ScalerError) rather than given the portal's password.
 A portal URL without a password has no secret to leak: it is handed out, with a warning.
@@ -43,13 +43,15 @@ def worker_credentials(*, pool: WorkerPool) -> WorkerCredentials:
         if password is None or (user, password) != (portal_user, portal_password):
             return WorkerCredentials(pool.redis_url, user)
         return _fallback(pool, pool.redis_url, "the pool's Redis URL holds the portal's own "
-                                               "user and password")
+                                               "user and password (blank it to hand the "
+                                               "worker user's)")
     url = worker_redis_url()
     problem = worker_login_problem(url=url)
     if problem is None:
         return WorkerCredentials(url, redis_url_credentials(url)[0])
+    worker_user = redis_url_credentials(url)[0]
     return _fallback(pool, settings.REDIS_URL,
-                     f"Redis refuses the worker user {settings.WORKER_REDIS_USER!r} ({problem})")
+                     f"Redis refuses the worker user {worker_user!r} ({problem})")
 
 
 def _fallback(pool: WorkerPool, url: str, why: str) -> WorkerCredentials:

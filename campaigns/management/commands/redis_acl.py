@@ -12,9 +12,9 @@ from htportal.redis_credentials import redis_url_credentials, redis_url_shown
 
 
 class Command(BaseCommand):
-    help = ("Print the Redis ACL rules of the worker user (the one in the URL workers get: takes "
-            "jobs and pushes results, nothing else) and of the portal's own user (no FLUSHALL, CONFIG "
-            "or other @dangerous command); --apply sends them with ACL SETUSER over "
+    help = ("Print the Redis ACL rules of the worker user (the one in the URL workers get: "
+            "takes jobs and pushes results, nothing else) and of the portal's own user (no "
+            "FLUSHALL, CONFIG or other @dangerous command); --apply sends them with ACL SETUSER over "
             "HTPORTAL_REDIS_ADMIN_URL. Passwords appear only as SHA-256 hashes.")
 
     def add_arguments(self, parser):
