@@ -68,7 +68,7 @@ QUEUE_SELECTOR = ("~rq:queue:*", "+blpop", "+lpop", "+blmove", "+lmove", "+rpush
 FIRST_SEEN_SELECTOR = ("~rq:queue:*:intermediate:first_seen:*", "+get", "+set", "+del")
 # Results: RPUSH only, write-only (%W): no LRANGE, LPOP, LTRIM or DEL of what others pushed.
 RESULTS_SELECTOR = (f"%W~{RESULTS_KEY}", "+rpush")
-CAPS_SELECTOR = (f"%W~{WORKER_CAPS_PREFIX}:*", "+set", "+expire", "+del")
+CAPS_SELECTOR = (f"%W~{WORKER_CAPS_PREFIX}:*", "+set", "+setex", "+expire", "+del")
 
 # The portal (feeder, collector, scaler, web) does everything on htportal's keys, runs its Lua
 # scripts, and reads INFO (Redis memory on the status page); it needs no FLUSHALL, FLUSHDB,

@@ -101,7 +101,7 @@ def test_it_prints_the_worker_rules_with_the_password_as_a_hash_only(settings):
     assert lines[1].startswith(f"ACL SETUSER {WORKER_USER} reset on #{digest} resetchannels "
                                f"&rq:pubsub:* ~rq:job:* ")
     assert lines[1].endswith(' "(%W~htportal:results +rpush)" '
-                             '"(%W~htportal:worker-caps:* +set +expire +del)"')
+                             '"(%W~htportal:worker-caps:* +set +setex +expire +del)"')
     portal_digest = hashlib.sha256(b"portal-Pa55").hexdigest()
     assert lines[3] == (f"ACL SETUSER default reset on #{portal_digest} resetchannels &rq:* "
                         f"~rq:* ~htportal:* +@all -@dangerous +info +client|setname")
@@ -293,6 +293,9 @@ def test_a_worker_fails_a_job_abandoned_by_a_killed_one_as_the_worker_user(admin
     killed.signal(signal.SIGKILL)
     killed.wait(10)
     assert age_started_registries(admin) == 1  # its heartbeat deadline has gone by
+    # And a job the next worker refuses to run: failed by that worker, with an envelope.
+    bad = queue.enqueue("os.system", record={"id": "mol-2", "input": {}}, spec=SPEC,
+                        reply_to=RESULTS_KEY, attempt="a-1")
 
     second = processes.worker("acl:normal", name="w-next", extra=("--max-idle", "1"))
 
@@ -300,7 +303,13 @@ def test_a_worker_fails_a_job_abandoned_by_a_killed_one_as_the_worker_user(admin
     # rq's maintenance, run by the second worker as the worker user, fails the abandoned job.
     assert job.get_status(refresh=True) == "failed"
     assert admin.zcard("rq:wip:acl:normal") == 0
-    assert job.id in admin.zrange("rq:failed:acl:normal", 0, -1)[0].decode()
+    failed = {raw.decode().partition(":")[0]
+              for raw in admin.zrange("rq:failed:acl:normal", 0, -1)}
+    assert failed == {job.id, bad.id}
+    assert bad.get_status(refresh=True) == "failed"
+    [envelope] = [json.loads(raw) for raw in admin.lrange(RESULTS_KEY, 0, -1)]
+    assert (envelope["job_id"], envelope["attempt"], envelope["error"]["class"]) == \
+        (bad.id, "a-1", "JobRefused")
     assert set(denials(admin)) <= {(WORKER_USER, "client|list")}
 
 
@@ -348,6 +357,7 @@ def test_the_worker_user_may_do_what_a_worker_does_outside_rq(admin, as_worker):
     assert as_worker.rpush(RESULTS_KEY, "envelope") == 1
     caps = "htportal:worker-caps:w-1"
     assert as_worker.set(caps, json.dumps({"xtb": "6.6"}), ex=60)
+    assert as_worker.setex(caps, 60, json.dumps({"xtb": "6.6"}))
     assert as_worker.expire(caps, 120)
     assert as_worker.delete(caps) == 1
 
