@@ -156,3 +156,30 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("HTPORTAL_LOG_LEVEL", "INFO")},
 }
+
+# --- Worker Redis credentials (docs/security-redis.md) -----------------------------------------
+# Workers run on machines we do not own: the scaler hands them the Redis user below, which may
+# only take jobs and push results (`manage.py redis_acl` prints and applies its ACL rules),
+# never the portal's own REDIS_URL. The password is generated once into var/ when unset.
+from htportal.redis_credentials import generated_password  # noqa: E402
+
+WORKER_REDIS_USER = env_str("HTPORTAL_WORKER_REDIS_USER", "htportal-worker")
+WORKER_REDIS_PASSWORD = generated_password(VAR_DIR, variable="HTPORTAL_WORKER_REDIS_PASSWORD",
+                                           filename="worker_redis_password")
+# What workers get; blank: REDIS_URL with the worker user and password in place of the portal's
+# (workers.scaler.credentials.worker_redis_url). Set it when workers reach Redis by another
+# address than the portal (a public name, TLS).
+WORKER_REDIS_URL = env_str("HTPORTAL_WORKER_REDIS_URL", "")
+# When Redis refuses the worker user (its ACL rules not applied): "local" hands local pools the
+# portal's REDIS_URL (they run beside the portal, as its user) and refuses SLURM/HTCondor
+# pools; "never" refuses every pool; "always" hands every pool the portal's URL (not safe on
+# machines you do not own). A portal URL without a password is handed out (with a warning):
+# it holds no secret to leak.
+WORKER_REDIS_FALLBACK = env_str("HTPORTAL_WORKER_REDIS_FALLBACK", "local")
+if WORKER_REDIS_FALLBACK not in ("local", "never", "always"):
+    from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+    raise ImproperlyConfigured(f"HTPORTAL_WORKER_REDIS_FALLBACK={WORKER_REDIS_FALLBACK!r} is "
+                               f"not one of local, never, always")
+# `manage.py redis_acl --apply` sends ACL SETUSER over this URL (a user allowed to run ACL).
+REDIS_ADMIN_URL = env_str("HTPORTAL_REDIS_ADMIN_URL", REDIS_URL)

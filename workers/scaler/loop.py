@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from django.conf import settings
 from django.utils import timezone
 from redis import Redis
 
@@ -26,6 +25,7 @@ from workers.scaler.backlog import PoolBacklog, pool_backlog
 from workers.scaler.base import (AuthenticationFailed, BatchAdapter, HostKeyError, Remote,
                                  ScalerError, Submission, UnreachableError)
 from workers.scaler.bundle_upload import PoolFiles, bundle_build_once, pool_files_ensure
+from workers.scaler.credentials import WorkerCredentials, worker_credentials
 from workers.scaler.decisions import (Decision, Limits, Situation, backoff_delay,
                                       backoff_waiting, broken_lines, decide, plural)
 from workers.scaler.events import event_record
@@ -62,6 +62,7 @@ class PoolState:
     adapter: BatchAdapter
     files: Optional[PoolFiles] = None
     last_code: str = ""
+    credentials: Optional[WorkerCredentials] = None
 
     def close(self) -> None:
         self.remote.close()
@@ -179,9 +180,20 @@ class ScaleLoop:
         work_dir = pool_work_dir(pool=pool)
         if self.dry_run:  # change nothing on the host
             return PoolFiles(work_dir, "", "", "")
+        # Checked before anything is written: a refusal leaves the host's files as they were.
+        credentials = worker_credentials(pool=pool)
+        if credentials.warning:
+            log.warning("%s", credentials.warning)
+            # The portal's password on a node is worth an event of its own (once per change).
+            if credentials.has_password and (state.credentials is None
+                                             or state.credentials.warning != credentials.warning):
+                event_record(pool=pool, kind=ScalerEvent.Kind.ERROR, message=credentials.warning,
+                             details={"error": "PortalRedisCredentials",
+                                      "redis_user": credentials.user})
+        state.credentials = credentials
         bundle = None if pool.kind == WorkerPool.Kind.LOCAL else bundle_build_once()
         return pool_files_ensure(remote=state.remote, work_dir=work_dir, bundle=bundle,
-                                 redis_url=pool.redis_url or settings.REDIS_URL)
+                                 redis_url=credentials.url)
 
     def _submit(self, pool: WorkerPool, state: PoolState, decision: Decision,
                 backlog: PoolBacklog, *, files_checked: bool) -> None:
@@ -203,9 +215,13 @@ class ScaleLoop:
                 f"{plural(decision.workers_per_job, 'worker')} ({_some(job_ids)})")
         log.info("pool %s: %s", pool.name, done)
         message = f"{done}: {decision.reason}"
+        credentials = state.credentials
         event_record(pool=pool, kind=ScalerEvent.Kind.SUBMIT, message=message, details={
             "job_ids": job_ids, "uploaded": list(files.uploaded), "ledger": backlog.ledger,
-            "redis": backlog.redis, **decision.numbers})
+            "redis": backlog.redis, **decision.numbers,
+            "redis_user": credentials.user if credentials else "",
+            **({"redis_warning": credentials.warning} if credentials and credentials.warning
+               else {})})
 
     def _report_broken(self, pool: WorkerPool, decision: Decision) -> None:
         if decision.newly_broken:
