@@ -44,6 +44,7 @@ class JobEnvelopeSerializer(serializers.Serializer):
 
 def job_accepted(job: PortalJob) -> Response:
     """202 {"job": {...}} with the job's URL also in Location."""
+    job.refresh_from_db()  # queueing it may have failed it already (Redis down)
     body = {"job": portal_job_check(job=job)}
     return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["job"]["url"]})
 

@@ -260,17 +260,18 @@ def portal_job_run(*, job_id: int) -> str:
         state = PortalJob.objects.filter(pk=job_id).values_list("state", flat=True).first()
         log.info("portal job %s is %s, not queued: not run again", job_id, state or "gone")
         return state or "gone"
-    work = WORK[job.kind]
+    # Its own reason wins over a poll's "no heartbeat" that came first.
+    ending = (PortalJob.State.RUNNING, PortalJob.State.FAILED)
     try:
         with _Heartbeat(job_id):
-            work(job)
+            WORK[job.kind](job)
     except ApplicationError as exc:
-        portal_job_fail(job_id=job_id, message=str(exc),
+        portal_job_fail(job_id=job_id, message=str(exc), only_if=ending,
                         report=getattr(exc, "job_report", None))
     except Exception as exc:  # a bug or the database: still a failed job, never a running one
         log.exception("portal job %s failed", job_id)
         portal_job_fail(job_id=job_id, message=f"internal error: {type(exc).__name__}: {exc}",
-                        report=getattr(exc, "job_report", None))
+                        only_if=ending, report=getattr(exc, "job_report", None))
     return PortalJob.objects.filter(pk=job_id).values_list("state", flat=True).first()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -243,6 +244,17 @@ def test_a_queued_job_lost_from_redis_is_failed_when_polled(api, alice, waters, 
     assert lost["message"].startswith("the job was lost from Redis before a worker took it")
 
 
+def test_a_job_that_cannot_be_queued_fails_saying_so(api, waters, settings, start):
+    from tests.servers import free_port
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    job = start(lambda: send_upload(api, jsonl(3)))
+    failed = poll(api, job)
+    assert failed["state"] == "failed"
+    assert failed["message"] == ("could not queue the job: Redis did not answer "
+                                 "(ConnectionError); nothing was done, send the request again")
+    assert not Path(PortalJob.objects.get(pk=job["id"]).path).parent.exists()
+
+
 def test_a_job_runs_once_even_if_delivered_twice(api, waters, portal_redis, start):
     job = start(lambda: send_upload(api, jsonl(3)))
     work_portal_jobs(portal_redis)
@@ -272,7 +284,7 @@ def test_progress_writes_are_bounded(monkeypatch):
 def test_a_foreign_function_on_the_portal_queue_is_not_run(portal_redis, tmp_path):
     marker = tmp_path / "ran"
     queue = portal_queue(portal_redis)
-    foreign = queue.enqueue_call("pathlib.Path.touch", args=(str(marker),))
+    foreign = queue.enqueue_call("os.mkdir", args=(str(marker),))
     work_portal_jobs(portal_redis)
     foreign = Job.fetch(foreign.id, connection=portal_redis, serializer=JSONSerializer)
     assert foreign.get_status() == JobStatus.FAILED
@@ -280,23 +292,82 @@ def test_a_foreign_function_on_the_portal_queue_is_not_run(portal_redis, tmp_pat
     assert not marker.exists()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_procfiles_rqworker_runs_a_job_with_the_json_serializer(api, waters, portal_redis,
-                                                                   redis_server, tmp_path):
-    """The Procfile's own command line (with --burst), as a process on the real settings."""
+def procfile_worker(redis_server, var_dir: Path) -> tuple[list[str], dict]:
+    """(argv, environment) of the Procfile's portal-jobs process, on the real settings, this
+    test's database and Redis."""
     [line] = [line for line in (ROOT / "Procfile").read_text().splitlines()
               if line.startswith("portal-jobs:")]
     argv = shlex.split(line.split(":", 1)[1])
     assert argv[1:5] == ["manage.py", "rqworker", "--serializer", "rq.serializers.JSONSerializer"]
-    response = send_upload(api, jsonl(50))
-    assert response.status_code == 202
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "htportal.settings",
-           "REDIS_URL": redis_server.url, "HTPORTAL_VAR_DIR": str(tmp_path),
+           "REDIS_URL": redis_server.url, "HTPORTAL_VAR_DIR": str(var_dir),
            "HTPORTAL_UPLOAD_DIR": str(django_settings.UPLOAD_DIR),
            "DATABASE_URL": f"sqlite:///{django_settings.DATABASES['default']['NAME']}"}
-    worker = subprocess.run([sys.executable, *argv[1:], "--burst"], cwd=ROOT, env=env,
+    return [sys.executable, *argv[1:]], env
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_procfiles_rqworker_runs_a_job_with_the_json_serializer(api, waters, portal_redis,
+                                                                   redis_server, tmp_path):
+    """The Procfile's own command line (with --burst), as a process on the real settings."""
+    argv, env = procfile_worker(redis_server, tmp_path)
+    response = send_upload(api, jsonl(50))
+    assert response.status_code == 202
+    worker = subprocess.run([*argv, "--burst"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert worker.returncode == 0, worker.stderr[-2000:]
     job = poll(api, response.json()["job"])
     assert job["state"] == "done", (job, worker.stderr[-2000:])
     assert Dataset.objects.get(pk=waters.pk).record_count == 50
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in
+            Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("killed", ["worker and horse", "horse"])
+def test_a_job_whose_worker_is_killed_is_failed_when_polled(
+        killed, api, waters, portal_redis, redis_server, tmp_path, settings):
+    """kill -9 in the middle of an abort-mode import. The rqworker and its work horse (a fork
+    in a process group of its own): the job stays running until its heartbeat is older than
+    the timeout, then a poll fails it. The horse alone: the rqworker fails the rq job, and the
+    next poll fails ours. Either way the import's transaction is rolled back."""
+    argv, env = procfile_worker(redis_server, tmp_path)
+    job = send_upload(api, jsonl(200_000)).json()["job"]
+    worker = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while poll(api, job)["progress"]["done"] == 0:
+            assert time.monotonic() < deadline and worker.poll() is None, "the job never ran"
+            time.sleep(0.2)
+        [horse] = children(worker.pid)
+        if killed == "worker and horse":
+            worker.kill()
+            worker.wait(30)
+        os.kill(horse, signal.SIGKILL)
+        if killed == "worker and horse":
+            running = poll(api, job)
+            assert running["state"] == "running" and 0 < running["progress"]["done"] < 200_000
+            settings.PORTAL_JOB_HEARTBEAT_S = 2
+            time.sleep(2.5)
+        else:
+            while portal_redis.exists(f"rq:job:{rq_job_id(job['id'])}") and Job.fetch(
+                    rq_job_id(job["id"]), connection=portal_redis,
+                    serializer=JSONSerializer).get_status() != JobStatus.FAILED:
+                assert time.monotonic() < deadline, "the rqworker never noticed"
+                time.sleep(0.2)
+        dead = poll(api, job)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
+    assert dead["state"] == "failed", dead
+    expected = ("no heartbeat from the portal's job worker for " if killed != "horse" else
+                "the portal's job worker ended the job without finishing it: Work-horse")
+    assert dead["message"].startswith(expected), dead["message"]
+    assert dead["report"]["summary"] == ("nothing was written (on_error=abort: one transaction, "
+                                         "rolled back)")
+    assert Record.objects.filter(dataset=waters).count() == 0
