@@ -282,3 +282,50 @@ class TaskMinute(models.Model):
     def __str__(self) -> str:
         return (f"{self.campaign_id}@{self.minute:%Y-%m-%d %H:%M}: {self.done} done, "
                 f"{self.failed} failed")
+
+
+class PortalJob(models.Model):
+    """A long operation of the portal's own (an upload's import, a launch) run by the portal's
+    rqworker on its own queue (campaigns.portal_jobs_rq); the client polls /api/jobs/ID/.
+
+    Live progress and the heartbeat sit in Redis while it runs (campaigns.services.portal_jobs:
+    an abort-mode import holds one database transaction, so a progress UPDATE would be invisible
+    until it ends); this row keeps the outcome: state, counts, message and report.
+    """
+
+    class Kind(models.TextChoices):
+        RECORDS_IMPORT = "records_import", "import molecules into a dataset"
+        CAMPAIGN_LAUNCH = "campaign_launch", "launch a campaign"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="portal_jobs")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    # What to work on: ids, options and names only (JSON), never objects.
+    arguments = models.JSONField(default=dict)
+    done = models.PositiveBigIntegerField(default=0)
+    total = models.PositiveBigIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    path = models.CharField(max_length=500, blank=True,
+                            help_text="the uploaded file the job reads (deleted when it ends)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["owner", "state"], name="portal_job_owner_state")]
+
+    def __str__(self) -> str:
+        return f"portal job {self.pk} ({self.kind}, {self.state})"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)

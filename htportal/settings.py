@@ -183,3 +183,16 @@ if WORKER_REDIS_FALLBACK not in ("local", "never", "always"):
                                f"not one of local, never, always")
 # `manage.py redis_acl --apply` sends ACL SETUSER over this URL (a user allowed to run ACL).
 REDIS_ADMIN_URL = env_str("HTPORTAL_REDIS_ADMIN_URL", REDIS_URL)
+
+# The portal's own background jobs (upload imports, launches: campaigns/portal_jobs_rq.py) go
+# to a queue of their own that grid workers never listen on, worked by
+# `manage.py rqworker --serializer rq.serializers.JSONSerializer --job-class
+# campaigns.portal_jobs_rq.PortalRqJob htportal-portal` (Procfile). HTPORTAL_UPLOAD_MAX_BYTES
+# bounds one molecule upload; a job silent for HTPORTAL_PORTAL_JOB_HEARTBEAT_S is failed.
+PORTAL_JOBS_QUEUE = "htportal-portal"
+RQ_QUEUES[PORTAL_JOBS_QUEUE] = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 6 * 3600,
+                                "SERIALIZER": "rq.serializers.JSONSerializer"}
+UPLOAD_MAX_BYTES = env_int("HTPORTAL_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
+UPLOAD_DIR = Path(env_str("HTPORTAL_UPLOAD_DIR", str(VAR_DIR / "uploads")))
+PORTAL_JOB_TIMEOUT_S = env_int("HTPORTAL_PORTAL_JOB_TIMEOUT_S", 6 * 3600)
+PORTAL_JOB_HEARTBEAT_S = env_int("HTPORTAL_PORTAL_JOB_HEARTBEAT_S", 300)

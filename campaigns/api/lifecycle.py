@@ -12,15 +12,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api.base import JsonErrors, campaign_of
+from campaigns.api.jobs import JobEnvelopeSerializer, job_accepted
 from campaigns.api.pagination import AfterIdPagination
 from campaigns.api.serializers import (LaunchSerializer, StateSerializer, StatusSerializer,
-                                       SubmitReportSerializer, TaskSerializer)
+                                       TaskSerializer)
 from campaigns.api.views import ERRORS, NAME
 from campaigns.errors import ApplicationError
 from campaigns.models import Task
 from campaigns.redis_connection import redis_connection
-from campaigns.services.lifecycle import (campaign_cancel, campaign_launch, campaign_pause,
-                                          campaign_resume)
+from campaigns.services.lifecycle import campaign_cancel, campaign_pause, campaign_resume
+from campaigns.services.portal_jobs import campaign_launch_queue
 from campaigns.services.resubmit import campaign_resubmit_failed
 from campaigns.status import campaign_status
 
@@ -53,14 +54,19 @@ def _action_schema(summary: str, description: str):
 @extend_schema(parameters=[NAME])
 class CampaignLaunchApi(JsonErrors, APIView):
     @extend_schema(
-        summary="Launch: add a task per selected record, then queue a first window of jobs",
-        description="campaign_launch, as the admin's Launch action and `manage.py submit`.",
-        request=LaunchSerializer, responses={200: SubmitReportSerializer, **ERRORS})
+        summary="Launch (a background job): add a task per selected record, queue a first window",
+        description=("campaign_launch, as the admin's Launch action and `manage.py submit`, run "
+                     "by a background job: 202 {\"job\": {\"id\", \"state\": \"queued\", "
+                     "\"url\"}}; poll the url until done (its report is the submit report) or "
+                     "failed. A campaign that cannot be launched (its state, function, arg sets) "
+                     "is refused at once with 400."),
+        request=LaunchSerializer, responses={202: JobEnvelopeSerializer, **ERRORS})
     def post(self, request, name):
         campaign = campaign_of(request, name)
         options = LaunchSerializer(data=request.data or {})
         options.is_valid(raise_exception=True)
-        return Response(asdict(campaign_launch(campaign=campaign, **options.validated_data)))
+        return job_accepted(campaign_launch_queue(owner=request.user, campaign=campaign,
+                                                  **options.validated_data))
 
 
 @_action_schema("Pause: stop feeding (jobs already in Redis still run)", "campaign_pause.")

@@ -7,7 +7,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from campaigns.api import lifecycle, results, views
+from campaigns.api import jobs, lifecycle, results, views
 
 campaign = "campaigns/<slug:name>/"
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("datasets/<slug:name>/", views.DatasetDetailApi.as_view(), name="api-dataset"),
     path("datasets/<slug:name>/records/", views.DatasetRecordsApi.as_view(),
          name="api-dataset-records"),
+    path("jobs/<int:id>/", jobs.JobDetailApi.as_view(), name="api-job"),
     path("campaigns/", views.CampaignListApi.as_view(), name="api-campaigns"),
     path(campaign, views.CampaignDetailApi.as_view(), name="api-campaign"),
     path(campaign + "definition/", views.CampaignDefinitionApi.as_view(),

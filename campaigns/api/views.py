@@ -1,6 +1,9 @@
 """Datasets and campaigns: create, list, read, upload records, change or delete a draft."""
 from __future__ import annotations
 
+import shutil
+
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -10,23 +13,24 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api.base import AnyAccept, JsonErrors, campaign_of
+from campaigns.api.jobs import JobEnvelopeSerializer, job_accepted
 from campaigns.api.pagination import AfterIdPagination
 from campaigns.api.parsers import (MOLECULE_PARSERS, YAML_PARSERS, definition_text,
                                    molecule_upload)
 from campaigns.api.serializers import (CampaignSerializer, DatasetCreateSerializer,
                                        DatasetSerializer, DefinitionFileSerializer,
                                        DefinitionSerializer, ErrorSerializer,
-                                       MoleculeFileSerializer, UploadReportSerializer)
+                                       MoleculeFileSerializer)
 from campaigns.errors import ApplicationError
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Dataset
+from campaigns.molecules import reader_for
 from campaigns.services.definitions import (CampaignDefinition, campaign_definition_parse,
                                             campaign_export, campaign_import)
 from campaigns.services.ownership import (campaign_check_changeable, campaign_delete,
                                           campaigns_visible, dataset_check_visible,
                                           dataset_create, datasets_visible)
-from campaigns.services.records import ON_ERROR_CHOICES, records_import
-
-MAX_SKIPPED_SHOWN = 100
+from campaigns.services.portal_jobs import records_import_queue, upload_directory
+from campaigns.services.records import ON_ERROR_CHOICES
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 NAME = OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH,
                         pattern=r"^[-a-zA-Z0-9_]+$")
@@ -82,14 +86,16 @@ class DatasetRecordsApi(JsonErrors, APIView):
     parser_classes = [*MOLECULE_PARSERS, MultiPartParser]
 
     @extend_schema(
-        summary="Upload molecules in bulk (JSON Lines, extended XYZ, XYZ, SDF)",
+        summary="Upload molecules in bulk (JSON Lines, extended XYZ, XYZ, SDF): a background job",
         description=(
             "The body is the molecule file (its Content-Type picks the reader), or a multipart "
-            "field 'file' (its name's extension picks it). It is spooled to disk in chunks and "
-            "imported by records_import; ids already in the dataset are left as they are. "
-            "on_error=abort (default): the first broken molecule fails the upload with 400 "
-            "naming its line, and nothing is written. on_error=skip: broken molecules are passed "
-            "over and listed."),
+            "field 'file' (its name's extension picks it), at most HTPORTAL_UPLOAD_MAX_BYTES "
+            "(413 above). It is streamed to a file and imported by a background job: the answer "
+            "is 202 {\"job\": {\"id\", \"state\": \"queued\", \"url\"}}; poll the url "
+            "(GET /api/jobs/ID/) until done or failed. Ids already in the dataset are left as "
+            "they are. on_error=abort (default): the first broken molecule fails the job naming "
+            "its line, and nothing is written. on_error=skip: broken molecules are passed over "
+            "and the report names the first 100 with their lines."),
         parameters=[OpenApiParameter("on_error", OpenApiTypes.STR, enum=list(ON_ERROR_CHOICES),
                                      default="abort")],
         request={"application/x-ndjson": OpenApiTypes.BINARY,
@@ -97,27 +103,48 @@ class DatasetRecordsApi(JsonErrors, APIView):
                  "chemical/x-xyz": OpenApiTypes.BINARY,
                  "chemical/x-mdl-sdfile": OpenApiTypes.BINARY,
                  "multipart/form-data": MoleculeFileSerializer},
-        responses={200: UploadReportSerializer, **ERRORS},
+        responses={202: JobEnvelopeSerializer, 413: ErrorSerializer, **ERRORS},
     )
     def post(self, request, name):
         dataset = generics.get_object_or_404(datasets_visible(user=request.user), name=name)
         on_error = request.query_params.get("on_error", "abort")
+        if on_error not in ON_ERROR_CHOICES:
+            raise ApplicationError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, "
+                                   f"got {on_error!r}")
+        if dataset.store != Dataset.Store.SQL:
+            raise ApplicationError(f"dataset {dataset.name!r} is stored in MongoDB; uploads "
+                                   "write SQL-stored datasets only")
+        limit = settings.UPLOAD_MAX_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if declared.isdigit() and int(declared) > limit:
+            return _too_large(int(declared), limit)
         upload = molecule_upload(request)
-        skipped = []
         try:
-            report = records_import(
-                dataset=dataset, paths=[upload.path], on_error=on_error,
-                on_broken=lambda message: skipped.append(upload.relative(message)))
-        except ApplicationError as exc:
-            raise ApplicationError(upload.relative(str(exc))) from None
+            size = upload.path.stat().st_size
+            if size > limit:
+                return _too_large(size, limit)
+            try:
+                reader_for(upload.path)  # an unknown extension is refused now, not by the job
+            except ApplicationError as exc:
+                raise ApplicationError(upload.relative(str(exc))) from None
+            directory = upload_directory()
+            path = directory / upload.path.name
+            shutil.move(upload.path, path)
+            try:
+                job = records_import_queue(owner=request.user, dataset=dataset, path=path,
+                                           on_error=on_error)
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
         finally:
             upload.cleanup()
-        return Response({
-            "read": report.read, "added": report.added,
-            "already_present": report.already_present, "skipped": report.skipped,
-            "skipped_molecules": skipped[:MAX_SKIPPED_SHOWN],
-            "record_count": dataset.record_count,
-        })
+        return job_accepted(job)
+
+
+def _too_large(size: int, limit: int) -> Response:
+    return Response({"error": f"the upload is {size:,} bytes; at most {limit:,} are allowed "
+                              "(HTPORTAL_UPLOAD_MAX_BYTES): send the file in parts"},
+                    status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
 
 # --- campaigns --------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import gc
+import logging
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -15,17 +16,45 @@ from campaigns.models import Dataset, Record
 from campaigns.molecules import BrokenMolecule, content_id, reader_for
 from campaigns.progress import Progress
 
+log = logging.getLogger(__name__)
+
 DEFAULT_BATCH_SIZE = 5000
 ON_ERROR_CHOICES = ("skip", "abort")
 RECORD_ID_MAX = Record._meta.get_field("record_id").max_length
+# The report keeps the first this many broken molecules (all are counted in `skipped`).
+MAX_ERRORS_KEPT = 100
+
+
+@dataclass
+class BrokenLine:
+    """One broken molecule: the file (its name), the line it starts on, what is wrong."""
+
+    file: str
+    line: int
+    error: str
+
+    def text(self) -> str:
+        return f"{self.file}:{self.line}: {self.error}"
 
 
 @dataclass
 class ImportReport:
     read: int = 0  # good molecules read, new or not
-    added: int = 0
-    already_present: int = 0  # in the dataset before, or twice in the files
+    added: int = 0  # records written
+    already_present: int = 0  # duplicates: in the dataset before, or twice in the files
     skipped: int = 0  # broken molecules passed over (--on-error skip)
+    errors: list[BrokenLine] = field(default_factory=list)  # the first MAX_ERRORS_KEPT broken
+    record_count: int = 0  # the dataset's records afterwards
+    not_written: int = 0  # good molecules read but not written: the import stopped before
+
+    def summary(self) -> str:
+        """`99,997 written, 3 skipped, 0 already present`: what the import did, in one line."""
+        line = (f"{self.added:,} written, {self.skipped:,} skipped, {self.already_present:,} "
+                "already present")
+        return line + (f", {self.not_written:,} read but not written" if self.not_written else "")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "written": self.added, "summary": self.summary()}
 
 
 def dataset_get(*, name: str, create: bool = False, using: str = "default") -> Dataset:
@@ -54,11 +83,16 @@ def records_import(*, dataset: Dataset, paths: Sequence[Path], on_error: str = "
                    using: str = "default") -> ImportReport:
     """Add the molecules of `paths` to `dataset`; ids already there are left as they are.
 
-    A broken molecule is reported as "file:line: what" to `on_broken` and passed over
-    (on_error="skip"), or stops the import with RecordImportError (on_error="abort"); then
-    nothing of that file is written, since each file is one transaction in that mode. Files
-    before it stay imported. In "skip" mode every batch commits on its own, so other writers
-    (the collector) are not locked out of SQLite for the length of a large file.
+    A broken molecule is reported as "file:line: what" to `on_broken`, counted, kept in
+    report.errors (the first MAX_ERRORS_KEPT) and passed over (on_error="skip"), or stops the
+    import with RecordImportError (on_error="abort"); then nothing at all is written, since the
+    whole import is one transaction in that mode (the files before the broken one too). In
+    "skip" mode every batch commits on its own, so other writers (the collector) are not locked
+    out of SQLite for the length of a large file.
+
+    Whatever stops an import (a broken molecule in "abort" mode, a file that is not UTF-8, the
+    database), the RecordImportError or database error raised carries `.report`: what was
+    written before it (in "abort" mode: nothing).
     """
     if on_error not in ON_ERROR_CHOICES:
         raise RecordImportError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, "
@@ -75,19 +109,42 @@ def records_import(*, dataset: Dataset, paths: Sequence[Path], on_error: str = "
     report = ImportReport()
     before = Record.objects.using(using).filter(dataset=dataset).count()
     done_bytes = 0
+    broken = None if on_error == "abort" else _keeper(report, on_broken or _ignore)
     try:
-        with _cyclic_gc_paused():
+        with _cyclic_gc_paused(), (transaction.atomic(using=using) if broken is None
+                                   else nullcontext()):
             for path, reader in zip(paths, readers):
                 _import_file(dataset, path, reader, report, batch_size=batch_size,
-                             on_broken=None if on_error == "abort" else on_broken or _ignore,
-                             progress=progress, done_bytes=done_bytes, total_bytes=total_bytes,
-                             using=using)
+                             on_broken=broken, progress=progress, done_bytes=done_bytes,
+                             total_bytes=total_bytes, using=using)
                 done_bytes += path.stat().st_size
-    finally:
-        after = dataset_count_records(dataset=dataset, using=using)
-        report.added = after - before
-        report.already_present = report.read - report.added
+    except Exception as exc:
+        if broken is None:  # rolled back: nothing of what was read is in the dataset
+            report.not_written, report.read = report.read, 0
+        try:
+            _count(dataset, report, before, using)
+        except Exception:  # the database itself failed: the first error is the one to tell
+            log.exception("dataset %s: could not recount its records", dataset.name)
+        exc.report = report
+        raise
+    _count(dataset, report, before, using)
     return report
+
+
+def _count(dataset: Dataset, report: ImportReport, before: int, using: str) -> None:
+    report.record_count = dataset_count_records(dataset=dataset, using=using)
+    report.added = report.record_count - before
+    report.already_present = max(report.read - report.added - report.not_written, 0)
+
+
+def _keeper(report: ImportReport, on_broken: Callable[[str], None]) -> Callable[[BrokenLine], None]:
+    """The skip-mode handler: count the broken molecule, keep the first few, tell on_broken."""
+    def keep(broken: BrokenLine, message: str) -> None:
+        report.skipped += 1
+        if len(report.errors) < MAX_ERRORS_KEPT:
+            report.errors.append(broken)
+        on_broken(message)
+    return keep
 
 
 @contextmanager
@@ -109,12 +166,11 @@ def _ignore(message: str) -> None:
 
 
 def _import_file(dataset: Dataset, path: Path, reader: Callable, report: ImportReport, *,
-                 batch_size: int, on_broken: Callable[[str], None] | None,
+                 batch_size: int, on_broken: Callable[[BrokenLine, str], None] | None,
                  progress: Progress | None, done_bytes: int, total_bytes: int,
                  using: str) -> None:
-    """Insert one file's molecules in batches; on_broken None: a broken one aborts the file."""
-    with open(path, encoding="utf-8") as handle, \
-            (transaction.atomic(using=using) if on_broken is None else nullcontext()):
+    """Insert one file's molecules in batches; on_broken None: a broken one raises."""
+    with open(path, encoding="utf-8") as handle:
         def tick() -> None:
             if progress is not None:
                 fraction = (done_bytes + handle.buffer.tell()) / total_bytes
@@ -125,13 +181,12 @@ def _import_file(dataset: Dataset, path: Path, reader: Callable, report: ImportR
             for item in reader(handle):
                 if isinstance(item, BrokenMolecule) or (
                         item.record_id is not None and len(item.record_id) > RECORD_ID_MAX):
-                    message = (f"{path}:{item.line}: {item.message}"
-                               if isinstance(item, BrokenMolecule) else
-                               f"{path}:{item.line}: id is longer than {RECORD_ID_MAX} characters")
+                    error = (item.message if isinstance(item, BrokenMolecule) else
+                             f"id is longer than {RECORD_ID_MAX} characters")
+                    message = f"{path}:{item.line}: {error}"
                     if on_broken is None:
                         raise RecordImportError(message)
-                    on_broken(message)
-                    report.skipped += 1
+                    on_broken(BrokenLine(path.name, item.line, error), message)
                     continue
                 report.read += 1
                 batch.setdefault(item.record_id or content_id(item.input), item.input)
@@ -139,10 +194,14 @@ def _import_file(dataset: Dataset, path: Path, reader: Callable, report: ImportR
                     _insert(dataset, batch, using)
                     batch = {}
                     tick()
+            if batch:
+                _insert(dataset, batch, using)
         except UnicodeDecodeError as exc:
+            report.not_written += len(batch)
             raise RecordImportError(f"{path}: not UTF-8 text ({exc.reason})") from None
-        if batch:
-            _insert(dataset, batch, using)
+        except BaseException:
+            report.not_written += len(batch)
+            raise
         tick()
 
 

@@ -32,8 +32,9 @@ def api_routes() -> list[str]:
 
 def test_the_api_has_the_routes_this_file_checks():
     routes = api_routes()
-    assert len(routes) == 20
+    assert len(routes) == 21
     assert "campaigns/<slug:name>/resubmit-failed/" in routes
+    assert "jobs/<int:id>/" in routes
 
 
 @pytest.mark.django_db
@@ -41,7 +42,7 @@ def test_the_api_has_the_routes_this_file_checks():
 @pytest.mark.parametrize("method", METHODS)
 def test_it_refuses_anonymous_requests_on_every_route(route, method, owned_campaign):
     owned_campaign(name="noop_demo")  # so that a route with a name would find something
-    path = "/api/" + re.sub(r"<\w+:(\w+)>", "noop_demo", route)
+    path = "/api/" + re.sub(r"<\w+:(\w+)>", "noop_demo", re.sub(r"<int:\w+>", "1", route))
     response = getattr(APIClient(), method)(path)
     assert response.status_code in (401, 403), (method, path, response.status_code)
 

@@ -7,20 +7,33 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Task
 from campaigns.status import campaign_status
+from tests.api.portal_jobs import run_job
 from tests.pipeline.conftest import queued_ids, task_states
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def launched(api, owned_campaign, portal_redis, settings):
+def launch(api, portal_redis, django_capture_on_commit_callbacks):
+    """launch(name, **body) -> the launch's background job once a worker has run it."""
+    def run(name: str, **body) -> dict:
+        return run_job(api, django_capture_on_commit_callbacks, portal_redis,
+                       lambda: api.post(f"/api/campaigns/{name}/launch/", body or None,
+                                        format="json"))
+    return run
+
+
+@pytest.fixture
+def launched(launch, owned_campaign, settings):
     """A running noop campaign of 10 records, launched through the API, 4 jobs in Redis."""
     settings.FEED_WINDOW = 4
     campaign = owned_campaign(name="xtb_demo", records=10)
-    response = api.post("/api/campaigns/xtb_demo/launch/")
-    assert response.status_code == 200, response.json()
-    assert response.json() == {"campaign": "xtb_demo", "selected": 10, "added": 10,
-                               "already": 0, "queued": 4, "dry_run": False, "state": "running"}
+    job = launch("xtb_demo")
+    assert (job["state"], job["kind"]) == ("done", "campaign_launch"), job
+    assert job["report"] == {"campaign": "xtb_demo", "selected": 10, "added": 10,
+                             "already": 0, "queued": 4, "dry_run": False, "state": "running"}
+    assert job["message"] == ("xtb_demo: 10 tasks added (0 selected records already had one), "
+                              "4 jobs queued; campaign running")
     return campaign
 
 
@@ -36,11 +49,10 @@ def test_launch_adds_tasks_and_queues_a_window(launched, portal_redis):
         launched.tasks.filter(state="queued").order_by("pk").values_list("job_id", flat=True))
 
 
-def test_a_dry_run_launch_writes_nothing(api, owned_campaign, portal_redis):
+def test_a_dry_run_launch_writes_nothing(launch, owned_campaign):
     campaign = owned_campaign(name="xtb_demo", records=3)
-    response = api.post("/api/campaigns/xtb_demo/launch/", {"dry_run": True, "limit": 2},
-                        format="json")
-    assert (response.json()["added"], response.json()["dry_run"]) == (2, True)
+    report = launch("xtb_demo", dry_run=True, limit=2)["report"]
+    assert (report["added"], report["dry_run"]) == (2, True)
     assert (state_of(campaign), campaign.tasks.count()) == ("draft", 0)
 
 

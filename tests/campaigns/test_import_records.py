@@ -1,6 +1,8 @@
 """import_records: every format, twice adds nothing, broken molecules with file and line."""
 from __future__ import annotations
 
+import json
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from django.core.management import CommandError, call_command
 from campaigns.models import Dataset, Record
 from campaigns.molecules import content_id, parse_comment, read_xyz
 from campaigns.progress import Progress
+from campaigns.errors import RecordImportError
+from campaigns.services import records
 from campaigns.services.records import records_import
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "molecules"
@@ -160,14 +164,94 @@ def test_a_broken_molecule_is_reported_with_file_and_line_and_skipped(mols, name
 
 
 @pytest.mark.parametrize(("name", "message", "kept"), BROKEN, ids=[b[0] for b in BROKEN])
-def test_abort_stops_and_writes_nothing_of_that_file(mols, name, message, kept):
+def test_abort_stops_and_writes_nothing_of_any_file(mols, name, message, kept):
     run("mols", str(FIXTURES / "water.xyz"))
     with pytest.raises(CommandError) as caught:
         run("mols", str(FIXTURES / "molecules.jsonl"), str(FIXTURES / name), "--on-error", "abort")
-    assert str(caught.value) == f"{FIXTURES}/{message}"
-    # water from before and the good file before the broken one stay; nothing of the broken one
-    assert len(inputs()) == 1 + 3
-    assert Dataset.objects.get(name="mols").record_count == 4
+    assert str(caught.value) == f"{FIXTURES}/{message} (--on-error abort: nothing was written)"
+    # water from before stays; nothing of the good file before the broken one, nor of it
+    assert len(inputs()) == 1
+    assert Dataset.objects.get(name="mols").record_count == 1
+
+
+def write_jsonl(path: Path, count: int, tail: str = "") -> Path:
+    water = {"elements": ["O", "H", "H"], "coordinates": [[0, 0, 0.117], [0, 0.757, -0.467],
+                                                          [0, -0.757, -0.467]]}
+    path.write_text("".join(json.dumps({"id": f"w{n:05d}", **water}) + "\n"
+                            for n in range(count)) + tail)
+    return path
+
+
+BAD = '{"id": "bad", "elements": ["O"]}\n'
+
+
+def test_the_command_with_abort_and_a_bad_last_line_writes_nothing(mols, tmp_path):
+    """Ten batches are inserted before the bad line; all of them are rolled back."""
+    path = write_jsonl(tmp_path / "big.jsonl", 1000, tail=BAD)
+    with pytest.raises(CommandError) as caught:
+        run("mols", str(path), "--on-error", "abort", "--batch-size", "100")
+    assert str(caught.value) == (f"{path}:1001: missing coordinates "
+                                 "(--on-error abort: nothing was written)")
+    assert Record.objects.count() == 0 and Dataset.objects.get(name="mols").record_count == 0
+
+
+@pytest.mark.django_db(databases=["default", "postgres"])
+@pytest.mark.parametrize("alias", ["default", "postgres"])
+def test_abort_raises_with_a_report_of_nothing_written(alias, tmp_path):
+    dataset = Dataset.objects.using(alias).create(name="mols")
+    path = write_jsonl(tmp_path / "big.jsonl", 1000, tail=BAD)
+    with pytest.raises(RecordImportError) as caught:
+        records_import(dataset=dataset, paths=[path], on_error="abort", batch_size=100,
+                       using=alias)
+    report = caught.value.report
+    assert (report.read, report.added, report.record_count) == (0, 0, 0)
+    assert Record.objects.using(alias).filter(dataset=dataset).count() == 0
+
+
+@pytest.mark.django_db(databases=["default", "postgres"])
+@pytest.mark.parametrize("alias", ["default", "postgres"])
+def test_skip_reports_what_was_written_and_each_broken_line(alias, tmp_path):
+    dataset = Dataset.objects.using(alias).create(name="mols")
+    lines = write_jsonl(tmp_path / "x.jsonl", 10).read_text().splitlines(keepends=True)
+    lines[2:2] = ["not json\n"]
+    lines[6:6] = [BAD]
+    lines.append(lines[0])  # w00000 twice: a duplicate, not an error
+    lines.append('{"id": "bad2", "elements": ["O"], "coordinates": [[0, 0]]}\n')
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(lines))
+    report = records_import(dataset=dataset, paths=[path], on_error="skip", batch_size=3,
+                            using=alias)
+    assert (report.read, report.added, report.already_present, report.skipped) == (11, 10, 1, 3)
+    assert [(e.file, e.line) for e in report.errors] == [("x.jsonl", 3), ("x.jsonl", 7),
+                                                           ("x.jsonl", 14)]
+    assert report.errors[1].error == "missing coordinates"
+    assert report.summary() == "10 written, 3 skipped, 1 already present"
+    assert report.as_dict()["written"] == 10 and report.record_count == 10
+
+
+def test_skip_keeps_the_first_errors_and_counts_all(mols, tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "MAX_ERRORS_KEPT", 2)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("x\n" * 5)
+    report = records_import(dataset=mols, paths=[path], on_error="skip")
+    assert report.skipped == 5 and [e.line for e in report.errors] == [1, 2]
+
+
+def test_a_failure_in_skip_mode_says_what_was_written_before_it(mols, tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", 300)
+    with open(path, "ab") as handle:
+        handle.write(b'{"id": "\xff"}\n')
+    with pytest.raises(CommandError) as caught:
+        run("mols", str(path), "--batch-size", "100")
+    # The reader decodes ahead, so it fails before its last molecules: those it had read and
+    # not yet inserted are "read but not written", never "already present".
+    written = Record.objects.count()
+    assert 0 < written < 300 and written % 100 == 0
+    match = re.search(r"not UTF-8 text \(invalid start byte\) \(([\d,]+) written, 0 skipped, "
+                      r"0 already present, ([\d,]+) read but not written before it\)$",
+                      str(caught.value))
+    assert match, str(caught.value)
+    assert int(match[1]) == written and 0 < int(match[2]) <= 300 - written
 
 
 def test_abort_with_only_a_broken_file_leaves_the_dataset_unchanged(mols):

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
         parser.add_argument("--on-error", choices=ON_ERROR_CHOICES, default="skip",
                             help="skip: report a broken molecule and go on (default); abort: "
-                                 "stop, writing nothing of that file")
+                                 "stop at the first one, writing nothing of any file")
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
         parser.add_argument("--create", action="store_true",
                             help="create the dataset if it does not exist")
@@ -42,7 +42,12 @@ class Command(BaseCommand):
                 progress=Progress(verb="imported", stream=self.stderr), on_broken=report_broken,
             )
         except ApplicationError as exc:
-            raise CommandError(str(exc)) from None
+            partial = getattr(exc, "report", None)  # set once the import had begun
+            if partial is None:
+                raise CommandError(str(exc)) from None
+            if on_error == "abort":
+                raise CommandError(f"{exc} (--on-error abort: nothing was written)") from None
+            raise CommandError(f"{exc} ({partial.summary()} before it)") from None
         summary = (f"{target.name}: {report.added:,} added, {report.already_present:,} already "
                    f"present, {target.record_count:,} records")
         if report.skipped:
