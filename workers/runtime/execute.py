@@ -7,6 +7,7 @@ errors.Interrupted (the worker was asked to stop and gives the task back).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
@@ -23,6 +24,9 @@ __all__ = ["Control", "Parameters", "TaskContext", "execute"]
 log = logging.getLogger(__name__)
 
 SLEEP_STEP_SECONDS = 0.2
+# An OSError with one of these inside an arg set is the node's disk, not the task.
+SCRATCH_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                            errno.EIO})
 _REQUIRED = object()
 
 
@@ -144,6 +148,8 @@ def execute(*, function: str, record: dict, spec: dict,
                                      name=name, control=control, deadline=deadline, cap=cap)
         arg_sets[name] = dict(outcome, host=host)
         files.extend(kept)
+        if (outcome["error"] or {}).get("fault"):
+            break  # the node is broken: the other arg sets would fail the same way
     failed = any(outcome["status"] != "ok" for outcome in arg_sets.values())
     return {
         "record_id": record_id, "function": registry.canonical_task_name(function),
@@ -175,7 +181,15 @@ def _run_arg_set(task, *, record: Mapping, record_id: str, arg_set: Mapping, nam
         error = _error(exc, ctx)
     except errors.Interrupted:
         raise
-    except Exception as exc:  # a bug or a full disk must not lose the other arg sets' results
+    except OSError as exc:
+        if exc.errno not in SCRATCH_ERRNOS:
+            log.exception("record %s, arg set %s: unexpected error", record_id, name)
+            error = {"class": type(exc).__name__, "message": str(exc), "output_tail": ""}
+        else:  # writing an input file or a kept file: the disk is full, read-only, ...
+            error = _error(errors.ScratchUnwritable(
+                f"cannot write in the scratch directory: {exc.strerror}"
+                + (f": {exc.filename}" if exc.filename else "")), ctx)
+    except Exception as exc:  # a bug must not lose the other arg sets' results
         log.exception("record %s, arg set %s: unexpected error", record_id, name)
         error = {"class": type(exc).__name__, "message": str(exc), "output_tail": ""}
     results = ctx.results if ctx else []
@@ -247,7 +261,10 @@ def _error(exc: errors.RuntimeFailure, ctx: Optional[TaskContext]) -> dict:
     if not tail and ctx is not None and ctx.results:
         last = ctx.results[-1]
         tail = output_tail(last.stdout_path, last.stderr_path)
-    return {"class": type(exc).__name__, "message": str(exc), "output_tail": tail}
+    error = {"class": type(exc).__name__, "message": str(exc), "output_tail": tail}
+    if exc.fault:
+        error["fault"] = exc.fault
+    return error
 
 
 def _deadline(job_timeout: object) -> Optional[float]:

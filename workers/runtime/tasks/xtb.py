@@ -31,8 +31,10 @@ def run(*, record: dict, arg_set: dict, ctx: TaskContext) -> None:
     uhf = params.integer("uhf", default=molecule.multiplicity - 1)
     molecule.check_spin(unpaired=uhf)
     (ctx.workdir / INPUT).write_text(xyz_text(molecule))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               OMP_STACKSIZE=os.environ.get("OMP_STACKSIZE", "500M"))
+    # On top of the program's clean environment (environment.program_environment).
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads),
+           "OMP_STACKSIZE": os.environ.get("OMP_STACKSIZE", "500M")}
     argv = [find_program("xtb"), INPUT, *METHODS[method], *TASKS[task],
             "--chrg", str(charge), "--uhf", str(uhf), *flags]
     ctx.run_program(argv, env=env)
