@@ -82,27 +82,35 @@ def _libc() -> Optional[ctypes.CDLL]:
 
 
 def forget(names: Iterable[str]) -> None:
-    """Remove the variables `names` from the worker's environment, their values wiped first.
+    """Remove the variables `names` from the worker's environment and wipe their text.
 
     Deleting from os.environ (unsetenv) only drops libc's pointer: the text stays where the
-    kernel put the initial environment, and /proc/PID/environ shows it. So it is overwritten
-    in place (glibc: getenv points at it) before the variable is removed.
+    kernel put the initial environment, and /proc/PID/environ shows it. So the "NAME=value"
+    entry (found through getenv) is overwritten with NULs once it is unset.
     """
     libc = None
     for name in names:
         if name not in os.environ:
             continue
         libc = libc or _libc()
-        if libc is not None:
-            try:
-                getenv = libc.getenv
-                getenv.restype, getenv.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-                address = getenv(name.encode())
-                if address:
-                    ctypes.memset(address, 0, len(ctypes.string_at(address)))
-            except (AttributeError, OSError, ValueError):
-                pass
-        del os.environ[name]
+        start = _entry_address(libc, name) if libc is not None else None
+        del os.environ[name]  # unsetenv first: libc's environ no longer points at the entry
+        if start is not None:
+            ctypes.memset(start, 0, len(ctypes.string_at(start)))
+
+
+def _entry_address(libc: ctypes.CDLL, name: str) -> Optional[int]:
+    """Where "NAME=value" is in memory (glibc's getenv points just past the "="), or None."""
+    try:
+        getenv = libc.getenv
+        getenv.restype, getenv.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+        address = getenv(name.encode())
+        if not address:
+            return None
+        start = address - len(name.encode()) - 1
+        return start if ctypes.string_at(start, len(name) + 1) == f"{name}=".encode() else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def protect_process() -> bool:
