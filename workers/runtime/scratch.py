@@ -79,7 +79,7 @@ class Scratch:
 
 @contextlib.contextmanager
 def scratch_dir(*, record_id: str, arg_set: str) -> Iterator[Scratch]:
-    """A Scratch under TMPDIR named after the record and arg set, removed afterwards.
+    """A Scratch under scratch_root() named after the record and arg set, removed afterwards.
 
     With HTPORTAL_KEEP_SCRATCH set (to anything but 0/false/no) it stays, and the log says where.
     """
