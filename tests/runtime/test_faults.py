@@ -62,3 +62,32 @@ def test_a_scratch_root_that_cannot_be_used_is_an_arg_set_error_with_fault(tmp_p
         "class": "ScratchUnwritable", "fault": "worker", "output_tail": "",
         "message": f"cannot make a scratch directory in {root}: Not a directory"}
     assert faults.worker_fault(document)["class"] == "ScratchUnwritable"
+
+
+def test_a_full_disk_while_writing_is_the_workers_fault(monkeypatch):
+    from workers.runtime.tasks import basic
+
+    def write_input(*, record, arg_set, ctx):
+        with open("/dev/full", "w") as fh:  # a real ENOSPC from the kernel
+            fh.write("input\n")
+
+    monkeypatch.setattr(basic, "noop", write_input)
+    spec = {"function": "noop", "arg_sets": [{"name": "a", "parameters": {}}]}
+
+    error = execute(function="noop", record={"id": "r"}, spec=spec)["arg_sets"]["a"]["error"]
+
+    # A write error found at flush or close names no file; no scratch directory was made.
+    assert error == {"class": "ScratchUnwritable", "fault": "worker", "output_tail": "",
+                     "message": "cannot write in the scratch directory: No space left on "
+                                "device"}
+
+
+def test_a_bad_repeated_failures_setting_is_refused():
+    import pytest
+
+    from workers.runtime import config
+
+    with pytest.raises(config.ConfigError, match="^HTPORTAL_REPEATED_FAILURES='0' must be "
+                                                 "greater than 0$"):
+        config.load({"HTPORTAL_REPEATED_FAILURES": "0"})
+    assert config.load({"HTPORTAL_REPEATED_FAILURES": "5"}).repeated_failures == 5

@@ -94,6 +94,13 @@ class TaskContext:
         workdir = self._workdir
         return workdir.path if isinstance(workdir, scratch.Scratch) else workdir
 
+    def made_workdir(self) -> Optional[Path]:
+        """The scratch directory if it was made (without making it), else None."""
+        workdir = self._workdir
+        if isinstance(workdir, scratch.Scratch):
+            return workdir.path if workdir.made else None
+        return workdir
+
     def run_program(self, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
                     stdin_path: Optional[Path] = None, stdout_name: str = "stdout",
                     stderr_name: str = "stderr") -> ProgramResult:
@@ -186,9 +193,10 @@ def _run_arg_set(task, *, record: Mapping, record_id: str, arg_set: Mapping, nam
             log.exception("record %s, arg set %s: unexpected error", record_id, name)
             error = {"class": type(exc).__name__, "message": str(exc), "output_tail": ""}
         else:  # writing an input file or a kept file: the disk is full, read-only, ...
+            where = exc.filename or (ctx.made_workdir() if ctx is not None else None)
             error = _error(errors.ScratchUnwritable(
                 f"cannot write in the scratch directory: {exc.strerror}"
-                + (f": {exc.filename}" if exc.filename else "")), ctx)
+                + (f": {where}" if where else "")), ctx)
     except Exception as exc:  # a bug must not lose the other arg sets' results
         log.exception("record %s, arg set %s: unexpected error", record_id, name)
         error = {"class": type(exc).__name__, "message": str(exc), "output_tail": ""}
