@@ -81,6 +81,23 @@ def test_with_needs_xtb_and_no_xtb_it_leaves_before_taking_a_job(redis_conn, red
     assert redis_conn.keys("rq:worker:*") == []
 
 
+def test_a_needed_program_that_cannot_run_here_makes_it_leave_at_start(
+        redis_conn, redis_server, start_worker, tmp_path):
+    fake = script(tmp_path / "xtb", "#!/bin/sh\n"
+                  "echo 'xtb: error while loading shared libraries: libgfortran.so.5' >&2\n"
+                  "exit 127\n")
+    jobs = enqueue_xtb(redis_conn, 2)
+
+    worker = start_worker("--redis-url", redis_server.url, "--needs", "xtb", "xtb",
+                          env={"XTB_EXE": str(fake)})
+
+    assert worker.wait(20) == 3, worker.log
+    reason = (f"xtb: {fake} cannot run here (exit code 127: xtb: error while loading shared "
+              "libraries: libgfortran.so.5)")
+    assert BROKEN_LINE.format(reason) in worker.log
+    assert json_queue(redis_conn, "xtb").job_ids == [job.id for job in jobs]
+
+
 def test_an_unknown_need_is_a_bad_option(redis_server, start_worker):
     worker = start_worker("--redis-url", redis_server.url, "--needs", "gaussian", "xtb")
     assert worker.wait(20) == 2
@@ -172,7 +189,8 @@ def test_it_registers_what_it_can_run(redis_conn, redis_server, start_worker):
     programs = caps["programs"]
     assert programs["xtb"]["version"].startswith("xtb version 6.5.1")
     assert programs["vina"]["version"] == "AutoDock Vina v1.2.3"
-    assert programs["obabel"]["version"].startswith("Open Babel 3.1.1")
+    assert programs["obabel"]["version"] is None  # not needed: found, not started
+    assert os.path.isabs(programs["obabel"]["path"])
     assert programs["orca"] == {"error": "orca: program not found (set ORCA_EXE or PATH)"}
     assert os.path.isabs(programs["xtb"]["path"])
     worker.stop()
