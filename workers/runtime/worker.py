@@ -613,11 +613,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Nothing this process starts may inherit or read the Redis credential.
     environment.forget(config.REDIS_URL_NAMES)
     environment.protect_process()
-    try:
-        found = capabilities.capabilities_probe(needs=args.needs)
-    except capabilities.EnvironmentBroken as exc:
-        log.error("worker %s: environment broken (%s); leaving", name, exc)
-        return EXIT_BROKEN
     url = args.redis_url or settings.redis_url
     if not url:
         log.error("worker %s: no Redis: give --redis-url or set %s", name, config.REDIS_URL)
@@ -627,6 +622,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:  # redis-py names the scheme problem; never echo the URL itself
         log.error("worker %s: bad Redis URL: %s", name, str(exc).replace(url, "<url>"))
         return 2
+    try:  # before any Redis traffic: a broken node takes nothing
+        found = capabilities.capabilities_probe(needs=args.needs)
+    except capabilities.EnvironmentBroken as exc:
+        log.error("worker %s: environment broken (%s); leaving", name, exc)
+        return EXIT_BROKEN
     location = redis_location(connection)
     worker: Optional[OpportunisticWorker] = None
     try:
