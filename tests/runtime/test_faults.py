@@ -23,7 +23,8 @@ def test_the_third_identical_failure_on_different_records_is_the_workers_fault()
     assert streak.observe(doc("r1", failed())) is None  # the same record again does not count
     assert streak.observe(doc("r2", failed())) is None
     fault = streak.observe(doc("r3", failed()))
-    assert fault == {"class": "RepeatedFailure", "fault": "worker", "output_tail": "libx.so missing",
+    assert fault == {"class": "RepeatedFailure", "fault": "worker",
+                     "output_tail": "libx.so missing",
                      "message": "xtb: exited with code 127, with the same output, on 3 different "
                                 "records in a row (r1, r2, r3)"}
 
