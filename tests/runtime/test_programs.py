@@ -96,10 +96,11 @@ def test_it_calls_the_heartbeat_while_it_waits(tmp_path):
 def test_a_missing_executable_fails_with_where_to_set_it(tmp_path, monkeypatch):
     monkeypatch.delenv("ORCA_EXE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(errors.ProgramFailed) as caught:
+    with pytest.raises(errors.ProgramNotFound) as caught:
         find_program("orca")
     assert str(caught.value) == "orca: program not found (set ORCA_EXE or PATH)"
-    with pytest.raises(errors.ProgramFailed) as caught:
+    assert caught.value.fault == "worker"
+    with pytest.raises(errors.ProgramNotFound) as caught:
         run_program(["orca", "orca.inp"], workdir=tmp_path)
     assert str(caught.value) == "orca: program not found (set ORCA_EXE or PATH)"
 
@@ -108,7 +109,8 @@ def test_orca_exe_is_used_by_its_full_path(tmp_path, monkeypatch):
     monkeypatch.setenv("ORCA_EXE", "/bin/true")
     assert find_program("orca") == "/bin/true"
     monkeypatch.setenv("ORCA_EXE", str(tmp_path / "nothing"))
-    with pytest.raises(errors.ProgramFailed, match=r"ORCA_EXE='.*nothing' is not an executable"):
+    with pytest.raises(errors.ProgramNotFound,
+                       match=r"ORCA_EXE='.*nothing' is not an executable"):
         find_program("orca")
 
 
@@ -139,6 +141,9 @@ def test_the_tail_gives_stderr_at_least_half_when_both_are_long(tmp_path):
     assert tail == [f"o{i}" for i in range(20, 30)] + [f"e{i}" for i in range(20, 30)]
 
 
-def test_the_program_gets_the_environment_it_is_given(tmp_path):
-    run_program(["sh", "-c", "echo $HT_X"], workdir=tmp_path, env=dict(os.environ, HT_X="42"))
-    assert (tmp_path / "stdout").read_text() == "42\n"
+def test_the_program_gets_the_variables_it_is_given_on_top_of_a_clean_environment(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("HT_WORKER_ONLY", "1")
+    run_program(["sh", "-c", "echo $HT_X ${HT_WORKER_ONLY:-unset}"], workdir=tmp_path,
+                env={"HT_X": "42"})
+    assert (tmp_path / "stdout").read_text() == "42 unset\n"

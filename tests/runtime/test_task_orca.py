@@ -65,6 +65,10 @@ def standin(tmp_path, monkeypatch):
     monkeypatch.setenv("ORCA_STANDIN_EXPECT_MULT", "1")
     monkeypatch.setenv("ORCA_STANDIN_EXPECT_ROUTE",
                        "wB97m-d3bj def2-tzvpp def2/j rijcosx engrad tightscf")
+    # A program's environment is a clean one: the stand-in's settings are allowlisted.
+    monkeypatch.setenv("HTPORTAL_PROGRAM_ENV", ",".join(
+        ["ORCA_STANDIN_REPLAY"] + [f"ORCA_STANDIN_EXPECT_{what}" for what in
+                                   ("NATOMS", "ELEMENTS", "COORDS", "CHARGE", "MULT", "ROUTE")]))
 
 
 def _run(*arg_sets, record=WATER, function="htrq.htrun.scripts.orca.sequential"):
@@ -155,7 +159,7 @@ def test_a_missing_orca_says_where_to_set_it(monkeypatch, tmp_path):
     monkeypatch.delenv("ORCA_EXE")
     monkeypatch.setenv("PATH", str(tmp_path))
     error = _run(WB97)["arg_sets"]["wb97md3bj"]["error"]
-    assert error == {"class": "ProgramFailed", "output_tail": "",
+    assert error == {"class": "ProgramNotFound", "output_tail": "", "fault": "worker",
                      "message": "orca: program not found (set ORCA_EXE or PATH)"}
 
 

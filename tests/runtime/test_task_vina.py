@@ -67,14 +67,14 @@ def test_a_ligand_without_pdbqt_is_converted_from_its_geometry():
     assert [line.split()[-1] for line in atoms] == ["C", "OA", "HD"]
 
 
-def test_without_obabel_a_geometry_cannot_be_docked(monkeypatch, tmp_path):
+def test_without_obabel_a_geometry_is_the_workers_fault(monkeypatch, tmp_path):
     monkeypatch.setenv("VINA_EXE", "/usr/bin/vina")
     monkeypatch.delenv("OBABEL_EXE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     error = _run(METHANOL)["arg_sets"]["dock"]["error"]
-    assert error == {"class": "InputError", "output_tail": "", "message":
-                     "record 'methanol': no 'ligand_pdbqt', and its geometry cannot be "
-                     "converted: obabel: program not found (set OBABEL_EXE or PATH)"}
+    assert error == {"class": "ProgramNotFound", "output_tail": "", "fault": "worker", "message":
+                     "obabel: program not found (set OBABEL_EXE or PATH); record 'methanol' "
+                     "has no 'ligand_pdbqt', so its geometry must be converted"}
 
 
 @pytest.mark.parametrize("change, message", [

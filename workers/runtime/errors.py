@@ -1,9 +1,20 @@
 """Exceptions of the worker runtime. Each message is one line a user can act on."""
 from __future__ import annotations
 
+from typing import Optional
+
+WORKER_FAULT = "worker"  # the "fault" of an error that is the node's, not the task's
+
 
 class RuntimeFailure(Exception):
-    """Base class: an arg set failed for a reason the result document reports."""
+    """Base class: an arg set failed for a reason the result document reports.
+
+    `fault` is None for the task's own failures and "worker" for a node whose environment is
+    broken (the program is missing, the scratch directory cannot be written): the portal then
+    retries the task elsewhere without counting an attempt, and the worker leaves.
+    """
+
+    fault: Optional[str] = None
 
     def __init__(self, message: str, *, output_tail: str = ""):
         super().__init__(message)
@@ -20,6 +31,24 @@ class InputError(RuntimeFailure):
 
 class ProgramFailed(RuntimeFailure):
     """The program exited non-zero or could not be started."""
+
+
+class ProgramNotFound(ProgramFailed):
+    """The program is not on this node (PATH, *_EXE) or cannot be executed here."""
+
+    fault = WORKER_FAULT
+
+
+class ScratchUnwritable(RuntimeFailure):
+    """The scratch directory cannot be made or written (disk full, read-only, no access)."""
+
+    fault = WORKER_FAULT
+
+
+class RepeatedFailure(RuntimeFailure):
+    """The same program failure on several different records in a row: the node, not them."""
+
+    fault = WORKER_FAULT
 
 
 class ProgramTimeout(RuntimeFailure):

@@ -7,6 +7,7 @@ errors.Interrupted (the worker was asked to stop and gives the task back).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
@@ -23,6 +24,9 @@ __all__ = ["Control", "Parameters", "TaskContext", "execute"]
 log = logging.getLogger(__name__)
 
 SLEEP_STEP_SECONDS = 0.2
+# An OSError with one of these inside an arg set is the node's disk, not the task.
+SCRATCH_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                            errno.EIO})
 _REQUIRED = object()
 
 
@@ -105,6 +109,13 @@ class TaskContext:
         workdir = self._workdir
         return workdir.path if isinstance(workdir, scratch.Scratch) else workdir
 
+    def made_workdir(self) -> Optional[Path]:
+        """The scratch directory if it was made (without making it), else None."""
+        workdir = self._workdir
+        if isinstance(workdir, scratch.Scratch):
+            return workdir.path if workdir.made else None
+        return workdir
+
     def run_program(self, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
                     stdin_path: Optional[Path] = None, stdout_name: str = "stdout",
                     stderr_name: str = "stderr") -> ProgramResult:
@@ -159,6 +170,8 @@ def execute(*, function: str, record: dict, spec: dict,
                                      name=name, control=control, deadline=deadline, cap=cap)
         arg_sets[name] = dict(outcome, host=host)
         files.extend(kept)
+        if (outcome["error"] or {}).get("fault"):
+            break  # the node is broken: the other arg sets would fail the same way
     failed = any(outcome["status"] != "ok" for outcome in arg_sets.values())
     return {
         "record_id": record_id, "function": registry.canonical_task_name(function),
@@ -192,7 +205,16 @@ def _run_arg_set(task, *, record: Mapping, record_id: str, arg_set: Mapping, nam
         error = _error(exc, ctx)
     except errors.Interrupted:
         raise
-    except Exception as exc:  # a bug or a full disk must not lose the other arg sets' results
+    except OSError as exc:
+        if exc.errno not in SCRATCH_ERRNOS:
+            log.exception("record %s, arg set %s: unexpected error", record_id, name)
+            error = {"class": type(exc).__name__, "message": str(exc), "output_tail": ""}
+        else:  # writing an input file or a kept file: the disk is full, read-only, ...
+            where = exc.filename or (ctx.made_workdir() if ctx is not None else None)
+            error = _error(errors.ScratchUnwritable(
+                f"cannot write in the scratch directory: {exc.strerror}"
+                + (f": {where}" if where else "")), ctx)
+    except Exception as exc:  # a bug must not lose the other arg sets' results
         log.exception("record %s, arg set %s: unexpected error", record_id, name)
         error = {"class": type(exc).__name__, "message": str(exc), "output_tail": ""}
     results = ctx.results if ctx else []
@@ -264,7 +286,10 @@ def _error(exc: errors.RuntimeFailure, ctx: Optional[TaskContext]) -> dict:
     if not tail and ctx is not None and ctx.results:
         last = ctx.results[-1]
         tail = output_tail(last.stdout_path, last.stderr_path)
-    return {"class": type(exc).__name__, "message": str(exc), "output_tail": tail}
+    error = {"class": type(exc).__name__, "message": str(exc), "output_tail": tail}
+    if exc.fault:
+        error["fault"] = exc.fault
+    return error
 
 
 def _deadline(job_timeout: object) -> Optional[float]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from . import errors
+from . import environment, errors
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,12 @@ def find_program(name: str) -> str:
     configured = os.environ.get(variable, "") if variable else ""
     if configured:
         if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
-            raise errors.ProgramFailed(
+            raise errors.ProgramNotFound(
                 f"{name}: {variable}={configured!r} is not an executable file")
         return os.path.abspath(configured)
     found = shutil.which(name)
     if not found:
-        raise errors.ProgramFailed(not_found_message(name))
+        raise errors.ProgramNotFound(not_found_message(name))
     return os.path.abspath(found)
 
 
@@ -125,10 +125,13 @@ def run_program(
 ) -> ProgramResult:
     """Run argv in workdir, stdout/stderr to workdir/stdout_name and workdir/stderr_name.
 
+    The program's environment is environment.program_environment (a clean one: no worker
+    credentials, HOME and TMPDIR = workdir) with `env`'s variables added.
     Stops the program's whole process group and raises ProgramTimeout at the earliest of
     `deadline` and control.deadline, or errors.Interrupted when control.should_stop(); calls
     control.heartbeat() every `heartbeat_every` seconds (default control.heartbeat_interval).
-    With check, a non-zero exit raises ProgramFailed; a missing executable always does.
+    With check, a non-zero exit raises ProgramFailed; a missing executable always raises
+    ProgramNotFound, and output files that cannot be made in workdir ScratchUnwritable.
     """
     control = control or Control()
     name = os.path.basename(argv[0])
@@ -138,18 +141,25 @@ def run_program(
     stdout_path, stderr_path = workdir / stdout_name, workdir / stderr_name
     if deadline is not None and time.monotonic() >= deadline:
         raise errors.ProgramTimeout(f"{name}: not started: the job timeout was already reached")
+    program_env = environment.program_environment(workdir=workdir, program=str(argv[0]),
+                                                  extra=env)
     started = time.monotonic()
     with contextlib.ExitStack() as files:
-        stdout = files.enter_context(open(stdout_path, "wb"))
-        stderr = files.enter_context(open(stderr_path, "wb"))
+        try:
+            stdout = files.enter_context(open(stdout_path, "wb"))
+            stderr = files.enter_context(open(stderr_path, "wb"))
+        except OSError as exc:
+            raise errors.ScratchUnwritable(
+                f"{name}: cannot write its output in the scratch directory {workdir}: "
+                f"{exc.strerror or exc}") from None
         stdin = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
-                list(argv), cwd=workdir, env=dict(env) if env is not None else None,
+                list(argv), cwd=workdir, env=program_env,
                 stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
             )
         except (FileNotFoundError, PermissionError):
-            raise errors.ProgramFailed(not_found_message(name)) from None
+            raise errors.ProgramNotFound(not_found_message(name)) from None
     log.debug("%s: started pid %s in %s", name, proc.pid, workdir)
     exit_code, cpu_s, stop = _wait(proc, control=control, deadline=deadline, every=every)
     result = ProgramResult(name, exit_code, time.monotonic() - started, cpu_s,

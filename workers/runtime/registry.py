@@ -29,6 +29,7 @@ class Entry:
     target: str  # "module:function", relative to workers.runtime
     description: str
     aliases: Tuple[str, ...] = ()
+    programs: Tuple[str, ...] = ()  # the programs a task always runs (a worker's --needs)
 
     def load(self) -> Callable:
         module_name, _, attr = self.target.partition(":")
@@ -39,13 +40,16 @@ class Entry:
 TASKS: Tuple[Entry, ...] = (
     Entry("orca.sequential", "tasks.orca:sequential",
           "ORCA: one run per arg set, in order (route text + the record's geometry)",
-          ("htrq.htrun.scripts.orca.sequential",)),
+          ("htrq.htrun.scripts.orca.sequential",), programs=("orca",)),
     Entry("xtb.run", "tasks.xtb:run",
-          "xtb: GFN2/GFN1/GFN-FF single point, gradient or optimisation"),
+          "xtb: GFN2/GFN1/GFN-FF single point, gradient or optimisation", programs=("xtb",)),
     Entry("xtb.md", "tasks.xtb_md:run",
-          "xtb: molecular dynamics or metadynamics; the trajectory in xtb.trj"),
+          "xtb: molecular dynamics or metadynamics; the trajectory in xtb.trj",
+          programs=("xtb",)),
+    # Open Babel only converts a record without ligand_pdbqt: not a need of every vina.dock.
     Entry("vina.dock", "tasks.vina:dock",
-          "AutoDock Vina: dock the record's ligand into the arg set's receptor"),
+          "AutoDock Vina: dock the record's ligand into the arg set's receptor",
+          programs=("vina",)),
     Entry("noop", "tasks.basic:noop", "does nothing; for benchmarks and tests"),
     Entry("sleep", "tasks.basic:sleep", "sleeps for the arg set's 'seconds'; for tests"),
 )

@@ -1,4 +1,5 @@
-"""Per-task scratch directories under TMPDIR (HTPORTAL_KEEP_SCRATCH keeps them)."""
+"""Per-task scratch directories under HTPORTAL_SCRATCH_DIR or TMPDIR (HTPORTAL_KEEP_SCRATCH
+keeps them)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,9 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .errors import ScratchUnwritable
+
 log = logging.getLogger(__name__)
 
 KEEP_SCRATCH_VARIABLE = "HTPORTAL_KEEP_SCRATCH"
+SCRATCH_DIR_VARIABLE = "HTPORTAL_SCRATCH_DIR"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -23,6 +27,21 @@ def safe_name(text: str, *, limit: int = 60) -> str:
 
 def keep_scratch() -> bool:
     return os.environ.get(KEEP_SCRATCH_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def scratch_root() -> str:
+    """HTPORTAL_SCRATCH_DIR, taken as it is; else tempfile's (TMPDIR when usable, else /tmp...)."""
+    return os.environ.get(SCRATCH_DIR_VARIABLE, "").strip() or tempfile.gettempdir()
+
+
+def make_scratch(prefix: str) -> Path:
+    """A new directory under scratch_root(); ScratchUnwritable when it cannot be made."""
+    root = scratch_root()
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError as exc:
+        raise ScratchUnwritable(f"cannot make a scratch directory in {root}: "
+                                f"{exc.strerror or exc}") from None
 
 
 class Scratch:
@@ -45,7 +64,7 @@ class Scratch:
     def path(self) -> Path:
         if self._path is None:
             prefix = f"htportal-{safe_name(self.record_id)}-{safe_name(self.arg_set, limit=30)}-"
-            self._path = Path(tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir()))
+            self._path = make_scratch(prefix)
         return self._path
 
     def close(self) -> None:
@@ -60,7 +79,7 @@ class Scratch:
 
 @contextlib.contextmanager
 def scratch_dir(*, record_id: str, arg_set: str) -> Iterator[Scratch]:
-    """A Scratch under TMPDIR named after the record and arg set, removed afterwards.
+    """A Scratch under scratch_root() named after the record and arg set, removed afterwards.
 
     With HTPORTAL_KEEP_SCRATCH set (to anything but 0/false/no) it stays, and the log says where.
     """

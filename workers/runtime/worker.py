@@ -13,6 +13,13 @@ A grid slot may vanish at any moment, so the worker is built to be pre-empted:
   the next job's timeout would outlast --max-runtime (that job goes back untouched).
 - A Redis that goes away is waited for with exponential backoff, one log line per attempt; a
   Redis that comes back empty gets the worker registered again.
+- A broken node does not eat the campaign: a missing program, a scratch directory that cannot
+  be written or the same program failure on several records in a row (faults.py) is reported
+  as the worker's fault (`"fault": "worker"` in the envelope's error), and the worker leaves
+  with exit code 3. At start it checks its scratch root and the programs of --needs
+  (capabilities.py) and leaves the same way before taking any job.
+- Programs get a clean environment (environment.py): the worker drops the Redis URL from its
+  own environment once read and makes itself non-dumpable.
 """
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus, signal_name
 
-from . import config, errors, execute, registry
+from . import capabilities, config, environment, errors, execute, faults, registry
 from .programs import Control
 
 log = logging.getLogger(__name__)
@@ -54,10 +61,16 @@ TIMEOUT_GRACE_SECONDS = 30
 SPEC_CACHE_SIZE = 16
 JOB_ARGUMENTS = ("record", "spec", "spec_key", "reply_to", "attempt")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+CAPABILITIES_FIELD = "htportal_caps"  # on rq's worker hash: what capabilities.py found
+EXIT_BROKEN = 3  # the node's environment is broken (docs/runtime.md, "Exit codes")
 
 
 class JobRefused(Exception):
     """A job the worker will not run: its one-line message is the job's failure."""
+
+
+class WorkerFault(Exception):
+    """The job failed because of this node (its envelope says so); the worker leaves."""
 
 
 def allowed_task_name(name: object) -> str:
@@ -177,7 +190,9 @@ class OpportunisticWorker(SimpleWorker):
 
     def __init__(self, queues: Sequence[str], *, connection: Redis, name: str,
                  max_runtime: Optional[float] = None,
-                 heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL):
+                 heartbeat_interval: float = config.DEFAULT_HEARTBEAT_INTERVAL,
+                 capabilities: Optional[dict] = None,
+                 repeated_failures: int = config.DEFAULT_REPEATED_FAILURES):
         super().__init__(list(queues), name=name, connection=connection,
                          serializer=JSONSerializer, job_class=TaskJob,
                          log_job_description=False,
@@ -192,6 +207,10 @@ class OpportunisticWorker(SimpleWorker):
         self._giving_back: Optional[str] = None
         self._task_started = self._last_beat = 0.0
         self._heartbeat_failing = False
+        self.capabilities = capabilities
+        self.streak = faults.FailureStreak(repeated_failures)
+        self.broken: Optional[str] = None  # why the node's environment is broken
+        self._faulted: Optional[str] = None  # the job that found it out
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -270,6 +289,18 @@ class OpportunisticWorker(SimpleWorker):
         wait_for_answer(self.connection, self.name, exc, lambda: self._stop_requested)
         log.info("worker %s: Redis at %s is back", self.name, self.location)
         self.ensure_registered()
+
+    def register_birth(self):
+        """rq's registration, plus what this node can run (capabilities.py) in the same hash."""
+        super().register_birth()
+        if self.capabilities is not None:
+            self.connection.hset(self.key, CAPABILITIES_FIELD, json.dumps(self.capabilities))
+
+    def leave_broken(self, reason: str) -> None:
+        """Log the one line, stop taking jobs; main() then exits with EXIT_BROKEN."""
+        log.error("worker %s: environment broken (%s); leaving", self.name, reason)
+        self.broken = reason
+        self._stop_requested = True
 
     def ensure_registered(self) -> None:
         """Register again when Redis lost us (it restarted empty), as rq does at start."""
@@ -365,6 +396,14 @@ class OpportunisticWorker(SimpleWorker):
             raise
         finally:
             self._running = None
+        fault = faults.worker_fault(document) or self.streak.observe(document)
+        if fault is not None:
+            # The task goes back to the portal without an attempt counted; another node runs it.
+            self.reply(reply_to, job.id, attempt, error={
+                "class": fault["class"], "message": fault["message"], "fault": fault["fault"]})
+            self._faulted = job.id
+            self.leave_broken(fault["message"])
+            raise WorkerFault(fault["message"])
         self.reply(reply_to, job.id, attempt, result=document)
         return document
 
@@ -434,7 +473,7 @@ class OpportunisticWorker(SimpleWorker):
 
     # rq's perform_job treats every exception as a failure; Interrupted is a give-back.
     def handle_exception(self, job, *exc_info):
-        if job.id != self._giving_back:
+        if job.id not in (self._giving_back, self._faulted):  # both logged one line already
             super().handle_exception(job, *exc_info)
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string=""):
@@ -483,6 +522,13 @@ def positive_int(text: str) -> int:
     return int(value)
 
 
+def needs_list(text: str) -> List[str]:
+    try:
+        return capabilities.needed_programs([p.strip() for p in text.split(",") if p.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="htportal-worker",
@@ -498,6 +544,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--max-tasks", type=positive_int, metavar="N", help="quit after N tasks")
     parser.add_argument("--max-runtime", type=positive_number, metavar="S",
                         help="quit before a task that could not finish within S seconds of start")
+    parser.add_argument("--needs", type=needs_list, default=[], metavar="NAME,NAME",
+                        help="programs (orca, xtb, vina, obabel) or task functions (xtb.run) "
+                             "this worker's queues need: checked at start, leaving with exit "
+                             "code 3 when one is missing (default: check none)")
     parser.add_argument("--name", help="worker name (default: HOST.PID.RANDOM)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
@@ -560,6 +610,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except config.ConfigError as exc:
         log.error("worker %s: %s", name, exc)
         return 2
+    # Nothing this process starts may inherit or read the Redis credential.
+    environment.forget(config.REDIS_URL_NAMES)
+    environment.protect_process()
     url = args.redis_url or settings.redis_url
     if not url:
         log.error("worker %s: no Redis: give --redis-url or set %s", name, config.REDIS_URL)
@@ -569,12 +622,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:  # redis-py names the scheme problem; never echo the URL itself
         log.error("worker %s: bad Redis URL: %s", name, str(exc).replace(url, "<url>"))
         return 2
+    try:  # before any Redis traffic: a broken node takes nothing
+        found = capabilities.capabilities_probe(needs=args.needs)
+    except capabilities.EnvironmentBroken as exc:
+        log.error("worker %s: environment broken (%s); leaving", name, exc)
+        return EXIT_BROKEN
     location = redis_location(connection)
+    worker: Optional[OpportunisticWorker] = None
     try:
         wait_for_first_contact(connection, name)
         worker = OpportunisticWorker(rq_queue_names(args.queues), connection=connection, name=name,
                                      max_runtime=args.max_runtime,
-                                     heartbeat_interval=settings.heartbeat_interval)
+                                     heartbeat_interval=settings.heartbeat_interval,
+                                     capabilities=found,
+                                     repeated_failures=settings.repeated_failures)
         worker.work(logging_level=args.log_level, max_jobs=args.max_tasks,
                     max_idle_time=args.max_idle)
     except StopRequested:
@@ -586,7 +647,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:  # rq: "There exists an active worker named ... already"
         log.error("worker %s: %s", name, exc)
         return 1
-    return 0
+    return EXIT_BROKEN if worker is not None and worker.broken else 0
 
 
 if __name__ == "__main__":

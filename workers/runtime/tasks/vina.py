@@ -1,7 +1,7 @@
 """AutoDock Vina: dock the record's ligand into the receptor the arg set carries."""
 from __future__ import annotations
 
-from ..errors import InputError, ProgramFailed
+from ..errors import InputError, ProgramNotFound
 from ..execute import Parameters, TaskContext
 from ..geometry import molecule_from_record, xyz_text
 from ..keepfiles import check_pattern
@@ -64,9 +64,10 @@ def _write_ligand(record: dict, ctx: TaskContext) -> None:
     (ctx.workdir / "ligand.xyz").write_text(xyz_text(molecule))
     try:
         obabel = find_program("obabel")
-    except ProgramFailed as exc:
-        raise InputError(f"record {record_id!r}: no 'ligand_pdbqt', and its geometry cannot be "
-                         f"converted: {exc}") from None
+    except ProgramNotFound as exc:
+        # This node lacks Open Babel; another may have it: the worker's fault, not the record's.
+        raise ProgramNotFound(f"{exc}; record {record_id!r} has no 'ligand_pdbqt', so its "
+                              f"geometry must be converted") from None
     ctx.run_program([obabel, "-ixyz", "ligand.xyz", "-opdbqt", "-O", LIGAND],
                     stdout_name="obabel.stdout", stderr_name="obabel.stderr")
     if not (ctx.workdir / LIGAND).is_file() or not (ctx.workdir / LIGAND).stat().st_size:

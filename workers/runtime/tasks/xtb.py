@@ -58,8 +58,10 @@ def charged_molecule(params: Parameters, record: dict):
 
 
 def xtb_environment(threads: int) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                OMP_STACKSIZE=os.environ.get("OMP_STACKSIZE", "500M"))
+    """What xtb gets on top of a program's clean environment (environment.program_environment)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads),
+            "OMP_STACKSIZE": os.environ.get("OMP_STACKSIZE", "500M")}
 
 
 def computed(molecule: Molecule, uhf: int, method: str, stdout: Optional[Path]) -> dict:
