@@ -11,7 +11,7 @@ per-frame info such as charge, multiplicity, id and energies, which NNP training
 extended XYZ the hot path stays lean: ase's own frame reader costs ~90 µs a frame, so frames
 whose columns are the default `species:S:1:pos:R:3` are split here, and only comment lines that
 use quoting beyond `key="a b c"` go to ase's `key_val_str_to_dict`; frames with other columns
-(forces, charges, ...) go through ase's `_read_xyz_frame` whole. tests/campaigns/
+(forces, charges, ...) go through `ase.io.read` whole. tests/campaigns/
 test_import_records.py checks that both paths read what `ase.io.read` reads.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
+import ase.io
 from ase.data import atomic_numbers
 from ase.io import extxyz as ase_extxyz
 from ase.io.sdf import read_sdf as ase_read_sdf
@@ -35,6 +36,9 @@ from campaigns.errors import RecordImportError
 DEFAULT_XYZ_PROPERTIES = "species:S:1:pos:R:3"
 ID_KEYS = ("id", "name")
 ID_HASH_DECIMALS = 5  # coordinates are rounded to 1e-5 Å before hashing into an id
+# Unpaired electrons of an `M  RAD` value (CTfile formats, "M  RAD": 0 none, 1 singlet,
+# 2 doublet, 3 triplet).
+RAD_UNPAIRED = {0: 0, 1: 0, 2: 1, 3: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +332,9 @@ def _xyz_frame(comment: str, lines: list[str], rows: list[list[str]],
 def _xyz_frame_with_ase(comment: str, atom_lines: list[str]) -> tuple[str | None, dict]:
     """A frame with extra per-atom columns: ase reads it; the columns become input fields."""
     try:
-        atoms = ase_extxyz._read_xyz_frame(iter([comment, *atom_lines]), len(atom_lines))
+        text = "\n".join([str(len(atom_lines)), comment.rstrip("\n"),
+                          *(line.rstrip("\n") for line in atom_lines)]) + "\n"
+        atoms = ase.io.read(io.StringIO(text), format="extxyz", index=0)
     except Exception as exc:
         raise Broken(f"ase cannot read the frame: {exc}") from None
     info = dict(atoms.info)
@@ -431,8 +437,8 @@ def _sdf_properties(lines: list[str], first: int) -> tuple[int | None, int | Non
             values = fields[2::2]
             if line.startswith("M  CHG"):
                 charge = (charge or 0) + sum(values)
-            else:  # radical 2 = doublet (1 unpaired electron); 1 and 3 = two unpaired
-                radicals = (radicals or 0) + sum(1 if v == 2 else 2 for v in values)
+            else:  # the MDL spec: 1 singlet (no unpaired), 2 doublet (1), 3 triplet (2)
+                radicals = (radicals or 0) + sum(RAD_UNPAIRED.get(v, 0) for v in values)
         elif line.startswith(">"):
             match = re.search(r"<([^>]+)>", line)
             name = match.group(1) if match else None

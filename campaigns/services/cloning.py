@@ -8,7 +8,9 @@ from campaigns.services import definition_schema as schema
 
 COPY_SUFFIX = "-copy"
 # Fields that belong to the original's run, not to what it computes.
-NOT_COPIED = {"id", "name", "state", "spec_version", "owner", "created_at", "updated_at"}
+# `trusted` is a staff decision about one campaign: a clone (whoever makes it) starts untrusted.
+NOT_COPIED = {"id", "name", "state", "spec_version", "owner", "trusted", "created_at",
+              "updated_at"}
 NAME_ATTEMPTS = 5
 NUMBER_ROOM = len("-9999")  # a long name is cut so that NAME-copy-N still fits
 

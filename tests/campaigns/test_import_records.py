@@ -320,7 +320,7 @@ def test_a_numeric_jsonl_id_is_refused_with_the_line_and_the_fix(mols, tmp_path)
         run("mols", str(path), "--on-error", "abort")
 
     assert str(caught.value) == (f'{path}:2: "id" must be a string (got the number 12345); '
-                                 'write "12345"')
+                                 'write "12345" (--on-error abort: nothing was written)')
     assert inputs() == {}  # abort: nothing of the file
 
 
