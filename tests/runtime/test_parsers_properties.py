@@ -188,3 +188,25 @@ def test_a_live_gfn1_run_gives_dipole_charges_and_bond_orders(tmp_path):
     charges = xtb.charges((tmp_path / "charges").read_text())["charges"]["value"]
     assert len(charges) == 3 and math.isclose(sum(charges), 0, abs_tol=1e-6)
     assert len(xtb.wbo((tmp_path / "wbo").read_text())["wbo"]["value"]) == 2
+
+
+UNRESTRICTED = "orca/dvb_sp_un_orca5.out"  # cation doublet, UKS, Print[P_Hirshfeld]
+
+
+def test_unrestricted_orbitals_and_hirshfeld_charges_are_cclibs():
+    data = cclib.io.ccread(str(FIXTURES / UNRESTRICTED))
+    values = orca.orbital_energies(text(UNRESTRICTED))
+    for spin, suffix in ((0, "_alpha"), (1, "_beta")):
+        energies_ev = [convertor(e, "hartree", "eV")
+                       for e in values[f"orbital_energies{suffix}"]["value"]]
+        assert energies_ev == pytest.approx(list(data.moenergies[spin]), abs=2e-4)
+    alpha_homo = values["orbital_energies_alpha"]["value"][data.homos[0]]
+    beta_homo = values["orbital_energies_beta"]["value"][data.homos[1]]
+    assert values["homo"]["value"] == max(alpha_homo, beta_homo)
+    charges = orca.charges(text(UNRESTRICTED))
+    assert set(charges) == {"mulliken_charges", "loewdin_charges", "hirshfeld_charges"}
+    for key, name in (("mulliken_charges", "mulliken"), ("loewdin_charges", "lowdin"),
+                      ("hirshfeld_charges", "hirshfeld")):
+        assert charges[key]["value"] == pytest.approx(list(data.atomcharges[name]), abs=1e-9)
+    # A cation: the Hirshfeld charges add up to +1 (ORCA's own TOTAL line: 1.000171).
+    assert sum(charges["hirshfeld_charges"]["value"]) == pytest.approx(1.000171, abs=1e-5)

@@ -90,6 +90,14 @@ def test_the_wb97mv_arg_set_gives_energy_gradient_and_dipole():
     assert values["dipole_magnitude"]["value"] == pytest.approx(0.94176)
 
 
+def test_the_result_says_what_orca_computed():
+    computed = _run(WB97)["arg_sets"]["wb97md3bj"]["values"]["computed"]
+    # The replayed output is ORCA 4.1.2's (its banner); the route's keyword line is the method.
+    assert computed == {"program": "orca", "version": "4.1.2",
+                        "method": "wB97m-d3bj def2-tzvpp def2/j rijcosx engrad tightscf",
+                        "charge": 0, "multiplicity": 1}
+
+
 def test_it_keeps_the_output_and_the_gbw_file():
     doc = _run(WB97)
 

@@ -31,6 +31,7 @@ EV_PER_EH = 27.211386245988  # CODATA 2018
 CHARGE_BLOCKS = (
     ("mulliken_charges", "MULLIKEN ATOMIC CHARGES"),
     ("loewdin_charges", "LOEWDIN ATOMIC CHARGES"),
+    ("hirshfeld_charges", "HIRSHFELD ANALYSIS"),  # with Print[P_Hirshfeld] 1
 )
 
 
@@ -75,8 +76,8 @@ def dipole(text: str) -> dict:
 
 
 def charges(text: str) -> dict:
-    """`mulliken_charges` and `loewdin_charges` (e, one per atom in input order): the last block
-    of each that the run printed (at least one)."""
+    """`mulliken_charges`, `loewdin_charges` and `hirshfeld_charges` (e, one per atom in input
+    order): the last block of each that the run printed (at least one)."""
     found = {}
     for key, header in CHARGE_BLOCKS:
         if last_line_start(text, header) < 0:
@@ -110,18 +111,25 @@ def orbital_energies(text: str) -> dict:
 
 
 def _charge_rows(text: str, start: int, header: str) -> List[float]:
-    """Rows 'N El : q [spin]' under `header`, numbered from 0, up to the first other line."""
+    """Rows 'N El : q [spin]' (Mulliken, Loewdin) or 'N El q [spin]' (Hirshfeld, under its
+    'ATOM CHARGE SPIN' title) under `header`, numbered from 0, up to the first other line."""
     rows: List[float] = []
     lines = lines_from(text, start)
     next(lines)
+    colons = header != "HIRSHFELD ANALYSIS"
     for line in lines:
-        label, colon, values = line.partition(":")
-        tokens = label.split()
-        if not rows and (not line.strip() or set(line.strip()) == {"-"}):
-            continue
-        if not colon or len(tokens) != 2 or tokens[0] != str(len(rows)) or not values.split():
+        if colons:
+            label, colon, values = line.partition(":")
+            tokens, values = label.split(), values.split()
+        else:
+            words = line.split()
+            colon, tokens, values = ":", words[:2], words[2:]
+        if not rows and (not colons or not line.strip() or set(line.strip()) == {"-"}) and (
+                not tokens or tokens[0] != "0"):
+            continue  # rules, blank lines, and Hirshfeld's density totals and column titles
+        if not colon or len(tokens) != 2 or tokens[0] != str(len(rows)) or not values:
             break
-        rows.append(numbers(values.split()[:1], f"ORCA {header} row {tokens[0]}")[0])
+        rows.append(numbers(values[:1], f"ORCA {header} row {tokens[0]}")[0])
     if not rows:
         raise ParseError(f"ORCA output: the last '{header}' block has no atom rows")
     return rows
@@ -147,7 +155,7 @@ def _orbital_tables(text: str, start: int) -> dict:
             if energies and not stripped and suffix != "_alpha":
                 break  # the blank line that ends the (last) table
             continue
-        if len(tokens) != 4 or tokens[0] != str(len(energies)):
+        if len(tokens) not in (4, 5) or tokens[0] != str(len(energies)):  # 5: with Irrep
             break
         occupation, energy = numbers(tokens[1:3], f"ORCA {ORBITALS} row {tokens[0]}")
         occupations.append(occupation)
