@@ -272,7 +272,7 @@ def test_an_unknown_extension_lists_the_supported_ones(mols, tmp_path):
 def test_a_missing_dataset_lists_the_existing_ones(mols):
     with pytest.raises(CommandError) as caught:
         run("nope", str(FIXTURES / "water.xyz"))
-    assert str(caught.value) == "no dataset 'nope' (existing: mols)"
+    assert str(caught.value) == "no dataset 'nope' (existing: mols); give --create to make it"
 
 
 def test_create_makes_the_dataset(db):

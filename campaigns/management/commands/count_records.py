@@ -6,6 +6,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.errors import ApplicationError
+from campaigns.query_hints import query_hint
 from campaigns.record_selectors import records_count
 from campaigns.services.records import dataset_get
 
@@ -24,7 +25,11 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--query is not JSON: {exc}") from None
         try:
-            count = records_count(dataset=dataset_get(name=dataset), query=parsed)
+            target = dataset_get(name=dataset)
+            count = records_count(dataset=target, query=parsed)
+            hint = query_hint(dataset=target, query=parsed) if count == 0 else None
         except ApplicationError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(str(count))
+        if hint:
+            self.stderr.write(f"hint: {hint}")

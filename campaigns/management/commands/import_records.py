@@ -37,6 +37,9 @@ class Command(BaseCommand):
 
         try:
             target = dataset_get(name=dataset, create=create)
+        except ApplicationError as exc:
+            raise CommandError(f"{exc}; give --create to make it") from None
+        try:
             report = records_import(
                 dataset=target, paths=files, on_error=on_error, batch_size=batch_size,
                 progress=Progress(verb="imported", stream=self.stderr), on_broken=report_broken,
