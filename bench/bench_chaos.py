@@ -27,8 +27,10 @@ The chaos loop (seeded RNG, --seed) spreads these faults at random times over --
   cpu_s 10**400, a gzip-bomb kept file (200 MB of zeros, declared size 10); an envelope for
   an unknown job id; and forged ones: a real job with a wrong attempt id, with a worker name
   no worker has, with another record's id in the document, and a replayed old failure (the
-  signed attempt id of an earlier delivery). Every value a poison or forged envelope would
-  write carries the key "chaos", so a record holding one is found afterwards.
+  signed attempt id of an earlier delivery; scheduled in the second half, when tasks have
+  been delivered again). Every value a poison or forged envelope would write carries the key
+  "chaos", so a record holding one is found afterwards. Envelopes of ours that a Redis restart
+  wipes before the collector read them are pushed again, to new targets, after the restart.
 The loop is bounded in time (--seconds) and in count (the faults listed). Then the bench waits
 until every task is terminal (done or failed), or nothing moved for --stall seconds, and
 prints the table: faults by kind, collector restarts (after our SIGKILL vs unexpected exits),
@@ -317,12 +319,25 @@ def terminal(counts: Counter) -> int:
     return counts.get("done", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
 
 
+SHORT_STATEMENTS = {"on": False}
+
+
+def _statement_timeout(sender, connection, **kwargs) -> None:
+    if SHORT_STATEMENTS["on"] and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = '3s'")
+
+
 def db_short_statements(portal: Portal, on: bool) -> None:
     """On PostgreSQL, let the bench's own queries give up after 3 s (a table locked by the
-    chaos must not freeze the chaos loop and the supervisor); off for the final checks."""
+    chaos must not freeze the chaos loop and the supervisor); off for the final checks. Set
+    on every connection the bench opens meanwhile (db_try closes one that failed)."""
     if portal.vendor != "postgresql":
         return
     from django.db import connection
+    from django.db.backends.signals import connection_created
+    SHORT_STATEMENTS["on"] = on
+    connection_created.connect(_statement_timeout, dispatch_uid="bench_chaos")
     with connection.cursor() as cursor:
         cursor.execute("SET statement_timeout = %s", ["3s" if on else "0"])
 
@@ -529,6 +544,9 @@ class Chaos:
     lockers: List[Tuple[subprocess.Popen, Path]] = field(default_factory=list)
     used: set = field(default_factory=set)
     replay_variants: Counter = field(default_factory=Counter)
+    pushed: Dict[str, str] = field(default_factory=dict)  # sha1 of a payload -> its kind
+    wiped: Counter = field(default_factory=Counter)  # kinds a Redis restart wiped unread
+    repush: List[str] = field(default_factory=list)
 
     def inject(self, kind: str, unfinished: bool) -> bool:
         """One fault; False when it could not be injected now (tried again later)."""
@@ -537,7 +555,11 @@ class Chaos:
         elif kind == "SIGKILL collector":
             ok = self.collector.kill()
         elif kind == "Redis restarted empty":
+            wiped = self.unread()
             self.portal.redis.restart_empty()
+            for lost in wiped:  # so that every envelope kind reaches the collector
+                self.wiped[lost] += 1
+                self.repush.append(lost)
             ok = True
         elif kind == "database locked":
             ok = self.db_lock()
@@ -548,6 +570,21 @@ class Chaos:
             self.while_unfinished[kind] += unfinished
             print(f"    t={time.monotonic() - self.began:5.1f}s fault: {kind}", flush=True)
         return ok
+
+    def unread(self) -> List[str]:
+        """Kinds of our envelopes still waiting in htportal:results (not read yet)."""
+        try:
+            waiting = self.conn.lrange("htportal:results", 0, -1)
+        except Exception:
+            return []
+        return [self.pushed[digest] for digest in (hashlib.sha1(item).hexdigest()
+                                                   for item in waiting) if digest in self.pushed]
+
+    def repush_due(self) -> None:
+        """Push again, to fresh targets, the envelopes a Redis restart wiped unread."""
+        for kind in list(self.repush):
+            if self.push(kind):
+                self.repush.remove(kind)
 
     def db_lock(self) -> bool:
         log = self.portal.directory / f"locker-{len(self.lockers)}.log"
@@ -585,6 +622,7 @@ class Chaos:
             self.notes.append(f"{kind}: push failed ({type(exc).__name__}); retried")
             self.used.discard(target.job_id)
             return False
+        self.pushed[hashlib.sha1(payload).hexdigest()] = kind
         return True
 
     def locks_held(self) -> List[float]:
@@ -603,7 +641,9 @@ def schedule(rng: random.Random, counts: Dict[str, int], *, seconds: float,
     events = []
     for kind, count in counts.items():
         latest = max(1.0, seconds - lock_seconds) if kind == "database locked" else seconds
-        events += [(rng.uniform(1.0, max(1.0, latest)), kind) for _ in range(count)]
+        # A replay needs a task on its second delivery: those come later in the run.
+        earliest = seconds / 2 if kind == "forged: replayed old failure" else 1.0
+        events += [(rng.uniform(earliest, max(earliest, latest)), kind) for _ in range(count)]
     return sorted(events)
 
 
@@ -613,9 +653,10 @@ def chaos_run(chaos: Chaos, run: Run, events: List[Tuple[float, str]], *, second
     pending = [(when, kind, 0) for when, kind in events]
     last = [0.0]
     end = run.began + seconds
-    while pending and time.monotonic() < end:
+    while (pending or chaos.repush) and time.monotonic() < end:
         chaos.collector.check()
         chaos.workers.check()
+        chaos.repush_due()
         progress(run, conn=chaos.conn, collector=chaos.collector, workers=chaos.workers,
                  last=last, extra=f"; faults {sum(chaos.injected.values())}/{len(events)}")
         now = time.monotonic() - run.began
@@ -631,6 +672,8 @@ def chaos_run(chaos: Chaos, run: Run, events: List[Tuple[float, str]], *, second
         time.sleep(STEP_S)
     for when, kind, _ in pending:
         chaos.notes.append(f"{kind}: not injected (the chaos time ran out)")
+    for kind in chaos.repush:
+        chaos.notes.append(f"{kind}: wiped by a Redis restart, not pushed again (time ran out)")
 
 
 # --- after the run: the checks ----------------------------------------------------------------
@@ -764,6 +807,9 @@ def print_table(args, result: dict, baseline: Optional[dict]) -> None:
             unfinished = chaos.while_unfinished[kind]
             row(f"faults: {kind}", chaos.injected[kind],
                 f"({unfinished} in run)" if unfinished != chaos.injected[kind] else "")
+        wiped = sum(chaos.wiped.values())
+        if wiped:
+            row("  envelopes wiped unread by a Redis restart", wiped, "(pushed again)")
         held = chaos.locks_held()
         if chaos.lockers:
             row("  database lock held (s, each)", " ".join(f"{h:.0f}" for h in held) or "none")
@@ -801,10 +847,8 @@ def print_table(args, result: dict, baseline: Optional[dict]) -> None:
         row("throughput without faults (tasks/s)", f"{base.rate:,.1f}",
             "" if base.finished else "(unfinished)")
         row("ratio with chaos / without", f"{run.rate / max(base.rate, 1e-9):.2f}")
-    for line in collector.unexpected[:10]:
-        print(f"unexpected collector exit: {line}")
-    if len(collector.unexpected) > 10:
-        print(f"... and {len(collector.unexpected) - 10} more unexpected collector exits")
+    for line, n in Counter(collector.unexpected).most_common(10):
+        print(f"unexpected collector exit x{n}: {line}")
     if chk["failed_classes"]:
         print("failed tasks by error class: " + ", ".join(
             f"{name} {n}" for name, n in chk["failed_classes"].most_common()))
