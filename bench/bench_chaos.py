@@ -58,6 +58,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -76,6 +77,7 @@ RESTART_AFTER_S = 1.0
 STEP_S = 0.25
 RSS_EVERY_S = 0.2
 PROGRESS_EVERY_S = 5.0
+POLL_EVERY_S = 1.0
 LOCK_WAIT_S = 30.0
 BOMB_MB = 200
 NESTING = 100_000
@@ -115,6 +117,9 @@ POSTGRES_LOCKER = (
     "    print(f'held {time.monotonic() - got:.1f} s', flush=True)\n"
 )
 HELD_LINE = re.compile(r"^held ([\d.]+) s$", re.M)
+# "2026-12-01 21:54:26,484 INFO campaigns.loops: collector collector.HOST.PID: collecting batches"
+STARTED_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO campaigns\.loops: "
+                          r"collector \S+\.(\d+): collecting batches")
 
 
 # --- child processes: every one is stopped on exit, whatever ends the bench --------------------
@@ -169,6 +174,7 @@ class Collector:
     def __init__(self, portal: Portal, log: Path) -> None:
         self.portal, self.log = portal, log
         self.killed: set = set()
+        self.spawned: Dict[int, float] = {}  # pid -> time.time() of its spawn
         self.ours = 0
         self.unexpected: List[str] = []
         self.peak_kb: Dict[int, int] = {}
@@ -179,7 +185,21 @@ class Collector:
         self.sampler.start()
 
     def _start(self) -> subprocess.Popen:
-        return spawn(python_argv("manage.py", "collect"), env=self.portal.env(), log=self.log)
+        popen = spawn(python_argv("manage.py", "collect"), env=self.portal.env(), log=self.log)
+        self.spawned[popen.pid] = time.time()
+        return popen
+
+    def startups(self) -> List[float]:
+        """Seconds from each collector's spawn to its "collecting batches" line (the log's
+        times are UTC with milliseconds); a process killed before that line has none."""
+        seen = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            match = STARTED_LINE.match(line)
+            if match and int(match.group(2)) in self.spawned:
+                when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(
+                    tzinfo=timezone.utc).timestamp()
+                seen.append(when - self.spawned[int(match.group(2))])
+        return seen
 
     def _sample(self) -> None:
         while not self.stopping.is_set():
@@ -373,12 +393,14 @@ class Run:
 
 def progress(run: Run, *, conn, collector: Collector, workers: Workers, last: List[float],
              extra: str = "") -> None:
-    counts = db_try(lambda: states(run.campaign), None)
-    if counts is not None:
-        run.counts = counts
-        if run.finished is None and terminal(counts) >= run.total:
-            run.finished = time.monotonic()
     now = time.monotonic()
+    if now - last[1] >= POLL_EVERY_S:  # the ledger's counts: a GROUP BY, so once a second
+        last[1] = now
+        counts = db_try(lambda: states(run.campaign), None)
+        if counts is not None:
+            run.counts = counts
+            if run.finished is None and terminal(counts) >= run.total:
+                run.finished = time.monotonic()
     if now - last[0] < PROGRESS_EVERY_S:
         return
     last[0] = now
@@ -398,7 +420,7 @@ def progress(run: Run, *, conn, collector: Collector, workers: Workers, last: Li
 def wait_terminal(run: Run, *, conn, collector: Collector, workers: Workers, stall: float,
                   timeout: float) -> str:
     """Until every task is terminal; or nothing moved for `stall` s; or `timeout` s."""
-    last, moved, seen = [0.0], time.monotonic(), -1
+    last, moved, seen = [0.0, 0.0], time.monotonic(), -1
     deadline = time.monotonic() + timeout
     while run.finished is None:
         collector.check()
@@ -585,6 +607,8 @@ class Chaos:
         for kind in list(self.repush):
             if self.push(kind):
                 self.repush.remove(kind)
+                print(f"    t={time.monotonic() - self.began:5.1f}s pushed again (wiped by the "
+                      f"Redis restart): {kind}", flush=True)
 
     def db_lock(self) -> bool:
         log = self.portal.directory / f"locker-{len(self.lockers)}.log"
@@ -651,7 +675,7 @@ def chaos_run(chaos: Chaos, run: Run, events: List[Tuple[float, str]], *, second
     """Inject the scheduled faults, each at its time (a fault that cannot be injected now is
     tried again 1 s later, at most 5 times); bounded by `seconds` and by the events."""
     pending = [(when, kind, 0) for when, kind in events]
-    last = [0.0]
+    last = [0.0, 0.0]
     end = run.began + seconds
     while (pending or chaos.repush) and time.monotonic() < end:
         chaos.collector.check()
@@ -814,6 +838,10 @@ def print_table(args, result: dict, baseline: Optional[dict]) -> None:
         if chaos.lockers:
             row("  database lock held (s, each)", " ".join(f"{h:.0f}" for h in held) or "none")
     row("collector restarts after our SIGKILL", collector.ours)
+    startups = sorted(collector.startups())
+    row("collector start-up, spawn to its loop (s)",
+        f"{startups[len(startups) // 2]:.1f} / {startups[-1]:.1f}" if startups else "none",
+        f"median / max of {len(startups)}")
     row("unexpected collector exits", len(collector.unexpected), "0",
         not collector.unexpected)
     row("workers started (replacing killed/exited)", workers.started)
@@ -934,7 +962,8 @@ def main() -> None:
                   f"{b['counts'].get('failed', 0):,}, stuck {len(b['stuck']):,}, lost "
                   f"{b['lost']:,}, unexpected collector exits "
                   f"{len(baseline['collector'].unexpected)}, peak collector RSS "
-                  f"{baseline['collector'].peak_mb:,.0f} MB")
+                  f"{baseline['collector'].peak_mb:,.0f} MB, collector start-up "
+                  + ", ".join(f"{t:.1f} s" for t in baseline["collector"].startups()))
         print_table(args, result, baseline)
     finally:
         children_stop()
