@@ -929,6 +929,9 @@ def main() -> None:
                              "worker's job is found abandoned ~70 s after the kill)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="stop waiting for terminal tasks after S s")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="inject only the fault kinds whose name contains TEXT (repeatable; "
+                             "e.g. --only nested --only 'SIGKILL')")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     args = parser.parse_args()
     size = {name: getattr(args, name) if getattr(args, name) is not None
@@ -938,6 +941,12 @@ def main() -> None:
         "SIGKILL worker": size["worker_kills"], "SIGKILL collector": size["collector_kills"],
         "Redis restarted empty": size["redis_restarts"], "database locked": size["db_locks"],
         **{kind: size["poison_rounds"] for kind in POISON_KINDS + FORGED_KINDS}}
+    if args.only:
+        chaos_counts = {kind: count if any(text.lower() in kind.lower() for text in args.only)
+                        else 0 for kind, count in chaos_counts.items()}
+        if not any(chaos_counts.values()):
+            parser.error(f"--only {args.only}: no fault kind matches (kinds: "
+                         f"{', '.join(chaos_counts)})")
 
     atexit.register(children_stop)
     for signum in (signal.SIGTERM, signal.SIGINT):

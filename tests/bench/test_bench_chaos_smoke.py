@@ -40,7 +40,14 @@ def table() -> str:
                           timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "\nmetric " in done.stdout, done.stdout[-3000:]
-    return done.stdout
+    return Table(done.stdout)
+
+
+class Table(str):
+    """The bench's output; shown from its table on when an assertion fails."""
+
+    def __repr__(self) -> str:
+        return "\n" + self[self.find("\nchaos: "):]
 
 
 def value(table: str, name: str) -> int:
