@@ -4,7 +4,7 @@ the collector, Redis and the database are hit and poison and forged envelopes ar
     .venv/bin/python bench/bench_chaos.py [--tasks 20000] [--workers 4] [--seconds 120]
         [--db sqlite|postgres] [--seed 1] [--no-baseline] [--quick] [--task-seconds 0.02]
         [--worker-kills 12] [--collector-kills 6] [--redis-restarts 2] [--db-locks 2]
-        [--lock-seconds 20] [--poison-rounds 2] [--stall 150] [--keep]
+        [--lock-seconds 20] [--poison-rounds 2] [--stall 150] [--only TEXT...] [--keep]
 
 One throwaway portal (bench/_harness.py: private redis-server, fresh migrated database), a
 dataset of N records and a `sleep` campaign (one arg set `a`, --task-seconds; 0 runs `noop`)
