@@ -78,6 +78,7 @@ STEP_S = 0.25
 RSS_EVERY_S = 0.2
 PROGRESS_EVERY_S = 5.0
 POLL_EVERY_S = 1.0
+DRAIN_S = 30.0
 LOCK_WAIT_S = 30.0
 BOMB_MB = 200
 NESTING = 100_000
@@ -434,6 +435,21 @@ def wait_terminal(run: Run, *, conn, collector: Collector, workers: Workers, sta
             return f"timeout after {timeout:.0f} s"
         time.sleep(0.5)
     return "every task terminal"
+
+
+def drain(conn, *, collector: Collector, workers: Workers) -> None:
+    """Give the collector up to DRAIN_S to take what is left in htportal:results (late
+    duplicates, envelopes for finished tasks) before it is stopped."""
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline:
+        collector.check()
+        workers.check()
+        try:
+            if not conn.llen("htportal:results"):
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
 
 
 # --- poison and forged envelopes --------------------------------------------------------------
@@ -794,6 +810,7 @@ def campaign_run(portal: Portal, args, *, label: str, chaos_counts: Optional[Dic
         ended = wait_terminal(run, conn=conn, collector=collector, workers=workers,
                               stall=args.stall, timeout=args.timeout)
         print(f"  {label}: {ended} after {run.seconds:.1f} s", flush=True)
+        drain(conn, collector=collector, workers=workers)
     finally:
         workers.stop()
         collector.stop()
@@ -822,9 +839,10 @@ def print_table(args, result: dict, baseline: Optional[dict]) -> None:
                                     result["workers"])
     chaos: Optional[Chaos] = result["chaos"]
     counts = chk["counts"]
-    print(f"\nchaos: {args.tasks:,} {'sleep ' + str(args.task_seconds) + ' s' if args.task_seconds > 0 else 'noop'} "
-          f"tasks, {args.workers} workers + the collector, chaos for up to {args.seconds:.0f} s, "
-          f"seed {args.seed}, {result['ended']} after {run.seconds:.1f} s")
+    task = f"sleep {args.task_seconds} s" if args.task_seconds > 0 else "noop"
+    print(f"\nchaos: {args.tasks:,} {task} tasks, {args.workers} workers + the collector, "
+          f"chaos for up to {args.seconds:.0f} s, seed {args.seed}, {result['ended']} after "
+          f"{run.seconds:.1f} s")
     print(f"{'metric':<52}{'value':>14}  {'target':<14}verdict")
     if chaos is not None:
         for kind in PROCESS_KINDS + POISON_KINDS + FORGED_KINDS:
