@@ -27,10 +27,12 @@ The chaos loop (seeded RNG, --seed) spreads these faults at random times over --
   cpu_s 10**400, a gzip-bomb kept file (200 MB of zeros, declared size 10); an envelope for
   an unknown job id; and forged ones: a real job with a wrong attempt id, with a worker name
   no worker has, with another record's id in the document, and a replayed old failure (the
-  signed attempt id of an earlier delivery; scheduled in the second half, when tasks have
-  been delivered again). Every value a poison or forged envelope would write carries the key
-  "chaos", so a record holding one is found afterwards. Envelopes of ours that a Redis restart
-  wipes before the collector read them are pushed again, to new targets, after the restart.
+  signed attempt id of the delivery before a task's current one; when no task has been
+  delivered twice yet, a done task's own last attempt id, else delivery 0's, never issued;
+  scheduled in the second half, when tasks have been delivered again). Every value a poison
+  or forged envelope would write carries the key "chaos", so a record holding one is found
+  afterwards. Envelopes of ours that a Redis restart wipes before the collector read them are
+  pushed again, to new targets, after the restart.
 The loop is bounded in time (--seconds) and in count (the faults listed). Then the bench waits
 until every task is terminal (done or failed), or nothing moved for --stall seconds, and
 prints the table: faults by kind, collector restarts (after our SIGKILL vs unexpected exits),
@@ -520,7 +522,7 @@ def poison_payload(kind: str, target: Target, *, attempt: str, worker: str,
 
 
 def forged_payload(kind: str, target: Target, *, other: Target, attempt: str,
-                   worker: str) -> bytes:
+                   worker: str, old_delivery: int = 0) -> bytes:
     """The bytes pushed for one forged kind (see the module's docstring)."""
     from campaigns.attempts import attempt_id
     if kind == "forged: wrong attempt id":
@@ -534,7 +536,7 @@ def forged_payload(kind: str, target: Target, *, other: Target, attempt: str,
         envelope = {"job_id": target.job_id, "worker": worker, "attempt": attempt,
                     "result": document(other.record_id, kind)}
     elif kind == "forged: replayed old failure":
-        old = attempt_id(job_id=target.job_id, delivery=max(1, target.delivery - 1))
+        old = attempt_id(job_id=target.job_id, delivery=old_delivery)
         envelope = {"job_id": target.job_id, "worker": worker, "attempt": old,
                     "error": {"class": "ChaosReplayedFailure",
                               "message": "chaos: a failure of an earlier delivery, replayed"}}
@@ -543,10 +545,31 @@ def forged_payload(kind: str, target: Target, *, other: Target, attempt: str,
     return json.dumps(envelope).encode()
 
 
-def targets_pick(campaign, used: set, count: int, rng: random.Random,
-                 *, redelivered: bool = False) -> List[Target]:
-    """Up to `count` unfinished tasks (queued or running first) not hit before; with
-    `redelivered`, ones on their second delivery or later first."""
+def replay_target(campaign, used: set, rng: random.Random) -> Optional[Tuple[Target, int, str]]:
+    """(task, delivery whose signed attempt id the replay carries, which variant): a task
+    out on its second delivery or later, with the attempt id of the delivery before; else a
+    done task with its own last attempt id (a failure arriving after the success); else an
+    unfinished task with the attempt id of delivery 0, signed but never issued. A collector
+    must apply none of them."""
+    from campaigns.models import Task
+    tasks = Task.objects.filter(campaign=campaign).exclude(job_id__in=used)
+    fields = ("job_id", "record_id", "delivery", "state")
+    for rows, old, variant in (
+            (tasks.filter(state__in=("queued", "running", "pending"), delivery__gte=2),
+             lambda d: d - 1, "the delivery before the current one"),
+            (tasks.filter(state="done"), lambda d: d, "the last delivery of a done task"),
+            (tasks.exclude(state__in=("done", "failed", "cancelled")), lambda d: 0,
+             "delivery 0 (never issued)")):
+        found = list(rows.values_list(*fields)[:500])
+        if found:
+            target = Target(*rng.choice(found))
+            used.add(target.job_id)
+            return target, old(target.delivery), variant
+    return None
+
+
+def targets_pick(campaign, used: set, count: int, rng: random.Random) -> List[Target]:
+    """Up to `count` unfinished tasks (queued or running first) not hit before."""
     from campaigns.models import Task
     rows = list(Task.objects.filter(campaign=campaign).exclude(job_id__in=used)
                 .exclude(state__in=("done", "failed", "cancelled"))
@@ -556,8 +579,7 @@ def targets_pick(campaign, used: set, count: int, rng: random.Random,
                     .values_list("job_id", "record_id", "delivery", "state")[:2000])
     rng.shuffle(rows)
     order = {"running": 0, "queued": 1, "pending": 2}
-    rows.sort(key=lambda r: ((0 if r[2] >= 2 else 1) if redelivered else 0,
-                             order.get(r[3], 3)))
+    rows.sort(key=lambda r: order.get(r[3], 3))
     picked = [Target(*row) for row in rows[:count]]
     used.update(t.job_id for t in picked)
     return picked
@@ -640,22 +662,27 @@ class Chaos:
     def push(self, kind: str) -> bool:
         from campaigns.attempts import attempt_id
         replay = kind == "forged: replayed old failure"
-        targets = db_try(lambda: targets_pick(self.campaign, self.used, 2, self.rng,
-                                              redelivered=replay), None)
-        if not targets:
-            return False
-        target, other = targets[0], targets[-1]
+        old_delivery, variant = 0, ""
+        if replay:
+            picked = db_try(lambda: replay_target(self.campaign, self.used, self.rng), None)
+            if not picked:
+                return False
+            target, old_delivery, variant = picked
+            targets = [target]
+        else:
+            targets = db_try(lambda: targets_pick(self.campaign, self.used, 2, self.rng), None)
+            if not targets:
+                return False
+            target = targets[0]
+        other = targets[-1]
         attempt = attempt_id(job_id=target.job_id, delivery=max(1, target.delivery))
         worker = (self.workers.names() or ["chaos-w0.1"])[0]
         if kind in POISON_KINDS:
             payload = poison_payload(kind, target, attempt=attempt, worker=worker,
                                      bomb=self.bomb)
         else:
-            payload = forged_payload(kind, target, other=other, attempt=attempt, worker=worker)
-        if replay:
-            self.replay_variants["earlier delivery" if target.delivery >= 2 else
-                                 f"delivery {target.delivery} (none redelivered yet), "
-                                 f"task {target.state}"] += 1
+            payload = forged_payload(kind, target, other=other, attempt=attempt, worker=worker,
+                                     old_delivery=old_delivery)
         try:
             self.conn.rpush("htportal:results", payload)
         except Exception as exc:  # Redis is down for a moment: tried again later
@@ -663,6 +690,8 @@ class Chaos:
             self.used.discard(target.job_id)
             return False
         self.pushed[hashlib.sha1(payload).hexdigest()] = kind
+        if replay:
+            self.replay_variants[variant] += 1
         return True
 
     def locks_held(self) -> List[float]:
@@ -871,7 +900,7 @@ def print_table(args, result: dict, baseline: Optional[dict]) -> None:
         chk["clean"] == chk["done"])
     row("lost (done, record lacks the result)", chk["lost"], "0", chk["lost"] == 0)
     row("records holding a poison/forged value", len(chk["dirty"]), "0", not chk["dirty"])
-    row("tasks failed by a forged failure", chk["forged_failures"], "0",
+    row("tasks marked by a forged failure", chk["forged_failures"], "0",
         chk["forged_failures"] == 0)
     row("ledger rows with impossible values", chk["impossible"], "0", chk["impossible"] == 0)
     row("gzip-bomb kept files stored", chk["bombs"], "0", chk["bombs"] == 0)
@@ -908,7 +937,7 @@ def print_table(args, result: dict, baseline: Optional[dict]) -> None:
         print(f"records holding a chaos value (first 5): {', '.join(chk['dirty'][:5])}")
     if chaos is not None:
         if chaos.replay_variants:
-            print("replayed old failure: " + ", ".join(
+            print("replayed old failure, attempt id of: " + ", ".join(
                 f"{what} x{n}" for what, n in chaos.replay_variants.items()))
         for note in chaos.notes[:10]:
             print(f"note: {note}")

@@ -80,7 +80,7 @@ def test_it_needs_no_collector_restart_but_those_of_its_own_kills(table):
 
 def test_it_writes_no_poison_or_forged_value(table):
     assert value(table, "records holding a poison/forged value") == 0
-    assert value(table, "tasks failed by a forged failure") == 0
+    assert value(table, "tasks marked by a forged failure") == 0
     assert value(table, "gzip-bomb kept files stored") == 0
 
 
