@@ -40,14 +40,12 @@ def table() -> str:
                           timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "\nmetric " in done.stdout, done.stdout[-3000:]
-    return Table(done.stdout)
+    return done.stdout
 
 
-class Table(str):
-    """The bench's output; shown from its table on when an assertion fails."""
-
-    def __repr__(self) -> str:
-        return "\n" + self[self.find("\nchaos: "):]
+def shown(table: str) -> str:
+    """The bench's table and what it printed under it, for a failing assertion."""
+    return table[table.find("\nchaos: "):]
 
 
 def value(table: str, name: str) -> int:
@@ -60,29 +58,30 @@ def value(table: str, name: str) -> int:
 def test_it_injects_every_kind_of_fault(table):
     kinds = bench_chaos.PROCESS_KINDS + bench_chaos.POISON_KINDS + bench_chaos.FORGED_KINDS
     assert {kind: value(table, f"faults: {kind}") >= 1 for kind in kinds} == \
-        {kind: True for kind in kinds}
+        {kind: True for kind in kinds}, shown(table)
 
 
 def test_it_leaves_no_task_stuck(table):
-    assert value(table, "tasks stuck (not terminal)") == 0
-    assert value(table, "tasks done") + value(table, "tasks failed") == TASKS
+    assert value(table, "tasks stuck (not terminal)") == 0, shown(table)
+    assert value(table, "tasks done") + value(table, "tasks failed") == TASKS, shown(table)
 
 
 def test_it_loses_no_result(table):
-    assert value(table, "lost (done, record lacks the result)") == 0
-    assert value(table, "records with exactly one clean result") == value(table, "tasks done")
+    assert value(table, "lost (done, record lacks the result)") == 0, shown(table)
+    clean = value(table, "records with exactly one clean result")
+    assert clean == value(table, "tasks done"), shown(table)
 
 
 def test_it_needs_no_collector_restart_but_those_of_its_own_kills(table):
-    assert value(table, "unexpected collector exits") == 0
-    assert value(table, "collector restarts after our SIGKILL") == 2
+    assert value(table, "unexpected collector exits") == 0, shown(table)
+    assert value(table, "collector restarts after our SIGKILL") == 2, shown(table)
 
 
 def test_it_writes_no_poison_or_forged_value(table):
-    assert value(table, "records holding a poison/forged value") == 0
-    assert value(table, "tasks marked by a forged failure") == 0
-    assert value(table, "gzip-bomb kept files stored") == 0
+    assert value(table, "records holding a poison/forged value") == 0, shown(table)
+    assert value(table, "tasks marked by a forged failure") == 0, shown(table)
+    assert value(table, "gzip-bomb kept files stored") == 0, shown(table)
 
 
 def test_it_writes_each_result_once(table):
-    assert value(table, "duplicate writes: rollup done - ledger done") == 0
+    assert value(table, "duplicate writes: rollup done - ledger done") == 0, shown(table)
