@@ -1,4 +1,4 @@
-"""Shared set-up for benches: a throwaway portal (SQLite + redis-server) and fast test data.
+"""Shared set-up for benches: a throwaway portal (database + redis-server) and fast test data.
 
     from bench._harness import portal_start
     portal = portal_start()             # before any Django import
@@ -7,9 +7,17 @@
     portal.stop()
 
 `portal_start` makes a temporary directory, starts a private redis-server (tests/servers.py),
-points HTPORTAL_VAR_DIR, DATABASE_URL and REDIS_URL there, runs django.setup() and the
-migrations. `portal.env()` is the environment for child processes (workers, `manage.py
+points HTPORTAL_VAR_DIR and REDIS_URL there, chooses the database (below), runs django.setup()
+and the migrations. `portal.env()` is the environment for child processes (workers, `manage.py
 collect`) so they see the same database and Redis.
+
+The database (`portal_start(db=...)`, a bench's `--db`):
+- None (the default): DATABASE_URL when it is set, used as it is (not emptied, not dropped);
+  otherwise a fresh SQLite file in the temporary directory.
+- "sqlite": a fresh SQLite file in the temporary directory, whatever DATABASE_URL says.
+- "postgres": a fresh database `htportal_bench_<pid>` made on the PostgreSQL server of
+  DATABASE_URL when that is a PostgreSQL URL, else of HTPORTAL_BENCH_POSTGRES_URL, else
+  postgres://postgres@127.0.0.1:5432/postgres; dropped by `stop()` unless kept.
 """
 from __future__ import annotations
 
@@ -83,11 +91,23 @@ class Ticker:
               flush=True)
 
 
+DB_CHOICES = ("sqlite", "postgres")
+POSTGRES_DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
 @dataclass
 class Portal:
     directory: Path
     redis: servers.RedisServer
-    database: Path
+    database: Optional[Path]  # the SQLite file; None on another database
+    database_url: str = ""
+    # (server URL, database name) of a PostgreSQL database portal_start made: dropped by stop()
+    made_database: Optional[Tuple[str, str]] = None
+
+    @property
+    def vendor(self) -> str:
+        """"sqlite" or "postgresql" (Django's connection.vendor)."""
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
 
     @property
     def url(self) -> str:
@@ -101,7 +121,7 @@ class Portal:
         """Environment for a child process on this portal (log times in UTC)."""
         return {**os.environ, "DJANGO_SETTINGS_MODULE": "htportal.settings",
                 "HTPORTAL_VAR_DIR": str(self.directory / "var"),
-                "DATABASE_URL": f"sqlite:///{self.database}", "REDIS_URL": self.redis.url,
+                "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url,
                 "HTPORTAL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "TZ": "UTC", **extra}
 
     def dataset(self, name: str, count: int, *, seed: int = 1, quiet: bool = False):
@@ -126,6 +146,8 @@ class Portal:
     def stop(self, *, keep: bool = False) -> None:
         """Stop redis-server; remove the database and logs unless `keep`."""
         self.redis.stop()
+        if self.made_database and not keep:
+            postgres_drop(*self.made_database)
         if not keep:
             shutil.rmtree(self.directory, ignore_errors=True)
         shutil.rmtree(self.redis.directory, ignore_errors=True)
@@ -168,18 +190,94 @@ def noop_campaign(name: str, dataset, *, queue: str):
     return campaign
 
 
-def portal_start(*, log_level: str = "WARNING") -> Portal:
-    """Start redis-server, point the settings at a fresh SQLite database, set Django up."""
+def postgres_create(server_url: str, name: str) -> str:
+    """CREATE DATABASE `name` on the server of `server_url`; return the new database's URL."""
+    import dj_database_url
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(_postgres_dsn(server_url), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = dj_database_url.parse(server_url)
+    auth = parts["USER"] + (f":{parts['PASSWORD']}" if parts.get("PASSWORD") else "")
+    return (f"postgres://{auth}@{parts['HOST'] or '127.0.0.1'}:{parts['PORT'] or 5432}/{name}")
+
+
+def postgres_drop(server_url: str, name: str) -> None:
+    """DROP DATABASE `name` (WITH FORCE: a child's connection may linger)."""
+    import psycopg
+    from psycopg import sql
+    try:
+        from django.db import connections
+        connections.close_all()
+    except Exception:  # Django not set up: nothing of ours is connected
+        pass
+    with psycopg.connect(_postgres_dsn(server_url), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def _postgres_dsn(url: str) -> str:
+    import dj_database_url
+    parts = dj_database_url.parse(url)
+    return " ".join(f"{key}={value}" for key, value in (
+        ("host", parts["HOST"] or "127.0.0.1"), ("port", parts["PORT"] or 5432),
+        ("user", parts["USER"]), ("password", parts.get("PASSWORD")),
+        ("dbname", parts["NAME"] or "postgres")) if value)
+
+
+def database_choose(db: Optional[str], directory: Path):
+    """(DATABASE_URL, SQLite path or None, (server URL, name) of a database made or None)."""
+    given = os.environ.get("DATABASE_URL", "")
+    sqlite_path = directory / "var" / "htportal.sqlite3"
+    if db is None:
+        if given:
+            return given, (_sqlite_path(given) if given.startswith("sqlite") else None), None
+        db = "sqlite"
+    if db == "sqlite":
+        return f"sqlite:///{sqlite_path}", sqlite_path, None
+    if db != "postgres":
+        raise SystemExit(f"--db {db!r}: choose one of {', '.join(DB_CHOICES)}")
+    server = (given if given.startswith(("postgres://", "postgresql://"))
+              else os.environ.get("HTPORTAL_BENCH_POSTGRES_URL", POSTGRES_DEFAULT_URL))
+    name = f"htportal_bench_{os.getpid()}"
+    try:
+        url = postgres_create(server, name)
+    except Exception as exc:
+        raise SystemExit(f"--db postgres: could not create database {name}: {exc}") from None
+    return url, None, (server, name)
+
+
+def _sqlite_path(url: str) -> Optional[Path]:
+    import dj_database_url
+    name = dj_database_url.parse(url)["NAME"]
+    return Path(name) if name and name != ":memory:" else None
+
+
+def portal_start(*, log_level: str = "WARNING", db: Optional[str] = None) -> Portal:
+    """Start redis-server, choose the database (see the module's docstring), set Django up."""
     directory = Path(tempfile.mkdtemp(prefix="htportal-bench-"))
     (directory / "var").mkdir()
     redis = servers.start_redis()
-    database = directory / "var" / "htportal.sqlite3"
+    try:
+        database_url, database, made = database_choose(db, directory)
+    except BaseException:
+        redis.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     os.environ.update({"DJANGO_SETTINGS_MODULE": "htportal.settings",
                        "HTPORTAL_VAR_DIR": str(directory / "var"),
-                       "DATABASE_URL": f"sqlite:///{database}", "REDIS_URL": redis.url,
+                       "DATABASE_URL": database_url, "REDIS_URL": redis.url,
                        "HTPORTAL_LOG_LEVEL": log_level})
-    import django
-    from django.core.management import call_command
-    django.setup()
-    call_command("migrate", verbosity=0)
-    return Portal(directory=directory, redis=redis, database=database)
+    portal = Portal(directory=directory, redis=redis, database=database,
+                    database_url=database_url, made_database=made)
+    try:
+        import django
+        from django.core.management import call_command
+        django.setup()
+        call_command("migrate", verbosity=0)
+    except BaseException:
+        portal.stop()
+        raise
+    return portal

@@ -331,7 +331,8 @@ def rq_job_data(*, function: str, kwargs: dict) -> bytes:
 
 def _id_parts(ids: List[int]) -> Iterable[List[int]]:
     """`ids` in parts small enough for one statement (SQLite caps the parameters)."""
-    size = connections["default"].ops.bulk_batch_size(["pk"], ids) or len(ids)
+    # PostgreSQL's bulk_batch_size is len(ids): 0 for no ids, and chunked() needs 1 or more.
+    size = connections["default"].ops.bulk_batch_size(["pk"], ids) or len(ids) or 1
     return chunked(ids, size)
 
 
