@@ -182,7 +182,9 @@ class Processes:
         return {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
                 "HTPORTAL_VAR_DIR": str(self.var_dir), "REDIS_URL": self.redis_url,
                 "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-                "PYTHONUNBUFFERED": "1", "HTPORTAL_HEARTBEAT_INTERVAL": "1", **extra}
+                "PYTHONUNBUFFERED": "1", "HTPORTAL_HEARTBEAT_INTERVAL": "1",
+                # The same key as this process: attempt ids made here check out there.
+                "HTPORTAL_SECRET_KEY": settings.SECRET_KEY, **extra}
 
     def worker(self, *queues: str, name: str, extra: tuple = ()) -> Process:
         argv = [sys.executable, "-m", "workers.runtime.worker", "--redis-url", self.redis_url,
