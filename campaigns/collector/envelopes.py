@@ -144,6 +144,8 @@ def json_loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise BadJson(f"the result is nested {depth:,} levels deep, over the limit of "
                       f"{max_depth}")
     try:
+        if not _BIG_NUMBER.search(raw):  # the common case: json's C number parsing, no hooks
+            return json.loads(raw, parse_constant=_constant)
         return json.loads(raw, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except RecursionError:
         raise BadJson(f"the result is nested too deeply (limit {max_depth})") from None
@@ -151,6 +153,11 @@ def json_loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise BadJson("the result is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise BadJson(f"not JSON ({exc})") from None
+
+
+# Where a number may not fit (a long run of digits, a three-digit exponent), the numbers are
+# parsed by the checking hooks; elsewhere json's own parsing cannot overflow.
+_BIG_NUMBER = re.compile(rb"\d{%d,}|[eE][+-]?\d{3,}" % (MAX_INT_DIGITS + 1))
 
 
 def _constant(name: str) -> Any:

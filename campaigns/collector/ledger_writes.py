@@ -15,7 +15,6 @@ count only rows whose update matched.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from datetime import datetime
 
@@ -49,7 +48,8 @@ def applicable(outcome: Outcome, task: Task, delivery: int) -> bool:
 
 def transition(outcome: Outcome, task: Task, now: datetime) -> Task:
     """A copy of the task with the outcome applied (the caller checked `applicable`)."""
-    new = copy.copy(task)
+    new = Task.__new__(Task)  # a shallow copy: copy.copy of a model instance cost 10x more
+    new.__dict__.update(task.__dict__)
     new.worker = outcome.worker or task.worker
     new.host = outcome.host or task.host
     new.wall_s, new.cpu_s, new.updated_at = outcome.wall_s, outcome.cpu_s, now

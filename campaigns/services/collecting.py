@@ -170,6 +170,9 @@ def results_collect(*, connection: Redis, limit: int = DEFAULT_LIMIT,
         _file_away(connection, batch, lock)
         _after_trim(connection, batch, waiting, applied)
         report.lag_s = _lag(applied)
+    elif waiting:  # due retry lists that turned out empty: their wait is over
+        retry_clear(connection=connection, dataset_ids={
+            d for d in waiting if retry_list_key(d) in batch.read})
     report.seconds = time.monotonic() - started
     return report
 

@@ -166,8 +166,8 @@ def _gunzip(packed: bytes, *, limit: int, name: str) -> bytes:
                 out += chunk
                 if len(out) > limit:
                     raise errors.KeepFileError(
-                        f"kept file {name!r}: decompresses to more than the {limit:,} bytes "
-                        "its entry declares")
+                        f"kept file {name!r}: at least {len(out)} bytes, the entry says "
+                        f"{limit} (decoding stopped there)")
                 data = inflater.unconsumed_tail
                 if inflater.eof:
                     break
