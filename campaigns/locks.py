@@ -106,3 +106,51 @@ def _is_zombie(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+# Trim lists and push onto others only while `lock` is ours (or with no lock, always), in one
+# atomic step: a collector that lost the lock (it expired and another took over) must not
+# remove envelopes the other one has not written, nor file them a second time.
+# KEYS: the lock, the lists to trim, the lists to push onto. ARGV: the token ('' = no lock),
+# how many lists to trim, the count to trim from each; then for each push list: how many
+# items, how many to keep at most (0 = all), the items.
+_TRIM_IF_HOLDER = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local trims = tonumber(ARGV[2])
+for i = 1, trims do
+  local count = tonumber(ARGV[2 + i])
+  if count > 0 then redis.call('LTRIM', KEYS[1 + i], count, -1) end
+end
+local at = 3 + trims
+for k = 2 + trims, #KEYS do
+  local n, keep = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  at = at + 2
+  for j = at, at + n - 1 do redis.call('RPUSH', KEYS[k], ARGV[j]) end
+  at = at + n
+  if keep > 0 then redis.call('LTRIM', KEYS[k], -keep, -1) end
+end
+return 1
+"""
+
+
+def lists_trim_if_holder(*, connection: Redis, lock: LoopLock | None,
+                         trims: dict[str, int],
+                         pushes: dict[str, tuple[list[bytes], int]] | None = None) -> None:
+    """LTRIM `count` items off the head of each list in `trims` and RPUSH each list's items in
+    `pushes` (items, keep at most: 0 = all), atomically, only while `lock` is ours.
+
+    Raises LockLost (nothing trimmed or pushed) when another process holds the lock now.
+    """
+    pushes = {key: value for key, value in (pushes or {}).items() if value[0]}
+    trims = {key: count for key, count in trims.items() if count > 0}
+    if not trims and not pushes:
+        return
+    lock_key = lock.key if lock is not None else "htportal:no-lock"
+    args: list = [lock.token if lock is not None else "", len(trims), *trims.values()]
+    for items, keep in pushes.values():
+        args += [len(items), keep, *items]
+    if not connection.eval(_TRIM_IF_HOLDER, 1 + len(trims) + len(pushes), lock_key, *trims,
+                           *pushes, *args):
+        raise LockLost(f"the lock {lock_key} is no longer ours; the batch stays in Redis")

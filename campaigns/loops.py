@@ -162,6 +162,13 @@ class CollectorLoop:
                         if not self._take_lock(once=False):
                             break  # asked to stop while waiting
                         continue
+                    except Exception as exc:  # noqa: BLE001 - nothing ends the loop but a stop
+                        # results_collect turns what one envelope, task or store does into an
+                        # outcome; this is the backstop for what it did not foresee: the batch
+                        # stays in Redis, the loop waits and tries again.
+                        log.exception("collector %s: the turn failed", self.name)
+                        self._outage("collector error", exc)
+                        continue
                     self.backoff.reset()
                     if not worked:
                         if once:

@@ -230,6 +230,9 @@ class Task(models.Model):
     delivery = models.PositiveIntegerField(default=0)
     host = models.CharField(max_length=200, blank=True,
                             help_text="the host that sent the last result")
+    # Results that said the node's environment is broken ("fault": "worker"): counted apart
+    # from attempts, the task fails with WorkerFault after WORKER_FAULT_LIMIT of them.
+    worker_faults = models.PositiveSmallIntegerField(default=0)
     error_class = models.CharField(max_length=100, blank=True)
     error_message = models.TextField(blank=True)
     output_tail = models.TextField(blank=True)

@@ -122,6 +122,11 @@ RQ = {"JOB_CLASS": "rq.job.Job", "SERIALIZER": "rq.serializers.JSONSerializer"}
 # max(FEED_MIN_WINDOW, 4 x the workers listening on that queue).
 FEED_WINDOW = env_int("HTPORTAL_FEED_WINDOW", 0)
 FEED_MIN_WINDOW = env_int("HTPORTAL_FEED_MIN_WINDOW", 2000)
+# The collector's bounds (docs/pipeline.md, "What the collector refuses"): bytes of envelopes
+# per batch, nesting depth of one envelope, bytes one kept file may decompress to.
+COLLECT_MAX_BATCH_BYTES = env_int("HTPORTAL_COLLECT_MAX_BATCH_BYTES", 64 * 1024 * 1024)
+COLLECT_MAX_DEPTH = env_int("HTPORTAL_COLLECT_MAX_DEPTH", 64)
+COLLECT_MAX_KEPT_FILE_BYTES = env_int("HTPORTAL_COLLECT_MAX_KEPT_FILE_BYTES", 128 * 1024 * 1024)
 
 # Every endpoint needs a login: a token for scripts, the session for the browser.
 REST_FRAMEWORK = {

@@ -1,46 +1,62 @@
 """Collecting results: the reply envelopes workers push onto `htportal:results` become record
-results, kept files and ledger states.
+results, kept files and ledger states (docs/pipeline.md, "Collecting").
 
-One batch (`results_collect`): read up to `limit` envelopes (LRANGE, nothing removed yet),
-check each one, store the kept files, then in ONE transaction write the records' results and
-update the ledger, and only after the commit trim the envelopes from the list. A collector that
-dies anywhere before the trim leaves the batch in Redis, and the next run writes it again:
-writing is idempotent, and a task already `done` is skipped, so every result is written once
-(and counted once in the per-minute rollup, campaigns.services.rollups, written in the same
-transaction from the tasks of the batch, none of which was finished before it).
+One batch (`results_collect`):
+1. read up to `limit` envelopes and at most `max_batch_bytes` (nothing removed yet), from the
+   retry lists of datasets whose store is due again first, then from `htportal:results`;
+2. check each at the door (campaigns.collector.envelopes) and attribute it to one delivery of
+   one task: its attempt id, the worker rq recorded on the job, its record. What cannot be
+   attributed, or is forged, becomes a dead letter; a stale or duplicate delivery is skipped;
+   neither counts as an attempt. One outcome per task: a success beats a failure;
+3. store the kept files, one decoded at a time;
+4. in ONE transaction, per dataset (a savepoint each): the ledger's conditional updates, then
+   the records' results of the updates that matched; then the rollup and finished campaigns,
+   and, right before the commit, a check that the lock is still ours;
+5. only after the commit, atomically and only while the lock is ours: trim the envelopes taken,
+   file the dead letters, and move the results of datasets whose store or storage is down to
+   their retry lists (campaigns.collector.retries).
 
-A result that does not check out (not JSON, wrong shape, another record, too large, a kept
-file whose checksum fails) fails its task with the reason as a failed attempt; it never stops
-the batch. A failed attempt goes back to `pending` until the campaign's `max_attempts`.
+A collector that dies anywhere before step 5 leaves the batch in Redis; the next run applies
+it again, and the conditional updates make that change nothing twice. Every exception of one
+envelope, task, kept file or dataset's store becomes that task's outcome (BadResult,
+StoreError, StorageError) or that dataset's wait; only database errors (DB_ERRORS) and Redis
+errors propagate, with the batch in Redis, and pause the loop.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from redis import Redis
-from rq.job import Job
-from rq.results import get_key as result_key
 
 from campaigns import pipeline_keys as keys
-from campaigns.bulk import rows_update
-from campaigns.locks import LockLost
+from campaigns.attempts import BadAttempt, attempt_delivery
+from campaigns.collector.dead_letters import DEAD_LETTERS_KEEP, DEAD_LETTERS_KEY, dead_letter_entry
+from campaigns.collector.envelopes import MAX_DEPTH, Envelope, envelopes_read
+from campaigns.collector.host_faults import host_faults_record
+from campaigns.collector.ledger_writes import ledger_apply
+from campaigns.collector.outcomes import BadResult, Outcome, outcome_of
+from campaigns.collector.retries import (retries_waiting, retry_clear, retry_list_key,
+                                         retry_schedule)
+from campaigns.collector.rq_cleanup import jobs_forget, worker_names
+from campaigns.collector.store_writes import (StoreDown, StoreRefused, kept_files_save,
+                                              records_existing, results_write)
+from campaigns.locks import LockLost, lists_trim_if_holder
 from campaigns.models import ArgSet, Task
 from campaigns.services.lifecycle import campaigns_finish
-from campaigns.services.kept_files import kept_file_save
 from campaigns.services.rollups import task_minutes_add, transitions_of
-from campaigns.stores import ResultUpdate, store_for
-from workers.runtime import keepfiles
-from workers.runtime.errors import KeepFileError
+from workers.runtime.keepfiles import DEFAULT_DECODE_CAP
 
 if TYPE_CHECKING:
     from campaigns.locks import LoopLock
+
+__all__ = ["BadResult", "CollectReport", "DEFAULT_LIMIT", "DEFAULT_MAX_RESULT_BYTES",
+           "results_collect"]
 
 log = logging.getLogger(__name__)
 
@@ -48,41 +64,22 @@ DEFAULT_LIMIT = 500
 # One envelope larger than this is refused: kept files are capped per file on the worker, but a
 # worker is not trusted to have applied the cap.
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024
-TAIL_CHARS = 4000
-MESSAGE_CHARS = 2000
-FINISHED = (Task.State.DONE, Task.State.FAILED, Task.State.CANCELLED)
-UNFINISHED = (Task.State.PENDING, Task.State.QUEUED, Task.State.RUNNING)
-LEDGER_FIELDS = ["state", "attempts", "error_class", "error_message", "output_tail", "worker",
-                 "wall_s", "cpu_s", "finished_at", "updated_at"]
-
-# Trim the batch only while we still hold the collector's lock: a collector that lost it (its
-# lock expired and another took over) must not remove envelopes the other one has not written.
-_TRIM_IF_HOLDER = """
-if redis.call('GET', KEYS[2]) == ARGV[2] then
-  redis.call('LTRIM', KEYS[1], ARGV[1], -1)
-  return 1
-end
-return 0
-"""
-
-
-# Failures that another attempt would repeat exactly: the record or the arg set cannot make a
-# valid input, or the worker refused the job. They fail at once instead of costing retries.
-UNMENDABLE = frozenset({"InputError", "JobRefused"})
-
-
-class BadResult(Exception):
-    """A result that cannot be used; its message goes to the task's ledger row."""
+DEFAULT_MAX_BATCH_BYTES = 64 * 1024 * 1024
+# Inside a batch the lock is renewed at least this often (LOCK_TTL_S is 20 s).
+RENEW_EVERY_S = 2.0
+DONE_OR_GONE = (Task.State.DONE, Task.State.CANCELLED)
 
 
 @dataclass
 class CollectReport:
-    taken: int = 0       # envelopes read from the list (and trimmed after the commit)
+    taken: int = 0       # envelopes read from the lists (and trimmed after the commit)
     done: int = 0
     retried: int = 0
     failed: int = 0      # failed for good (max_attempts reached, or the record is gone)
-    skipped: int = 0     # a second delivery: the task was already finished
-    discarded: int = 0   # unreadable, or for a job the ledger does not know
+    skipped: int = 0     # a duplicate or stale delivery, or a task already done
+    discarded: int = 0   # dead letters: unattributable or forged envelopes
+    deferred: int = 0    # waiting in a retry list for their dataset's store or the storage
+    faults: int = 0      # worker faults (no attempt counted)
     files: int = 0
     seconds: float = 0.0
     lag_s: float | None = None  # age of the oldest result in the batch
@@ -92,7 +89,9 @@ class CollectReport:
         """`collected 500 results (498 done, 2 retried) in 0.21 s; lag 1.2 s`"""
         parts = [f"{self.done} done"]
         for count, what in ((self.retried, "retried"), (self.failed, "failed"),
-                            (self.skipped, "already done"), (self.discarded, "discarded")):
+                            (self.faults, "worker faults"), (self.skipped, "already done"),
+                            (self.discarded, "dead letters"),
+                            (self.deferred, "waiting for their store")):
             if count:
                 parts.append(f"{count} {what}")
         lag = f"; lag {self.lag_s:.1f} s" if self.lag_s is not None else ""
@@ -100,90 +99,168 @@ class CollectReport:
                 f"{lag}")
 
 
+class _Renewer:
+    """Renews the lock inside a batch; LockLost once it is no longer ours."""
+
+    def __init__(self, lock: LoopLock | None) -> None:
+        self.lock = lock
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        if self.lock is not None and time.monotonic() - self.last >= RENEW_EVERY_S:
+            self.check()
+
+    def check(self) -> None:
+        if self.lock is not None:
+            if not self.lock.renew():
+                raise LockLost(f"the lock {self.lock.key} is no longer ours; the batch stays "
+                               "in Redis")
+            self.last = time.monotonic()
+
+
 @dataclass
-class Outcome:
-    """What one result does: record updates, kept files, and the task's ledger fields."""
+class _Batch:
+    envelopes: list[Envelope]
+    outcomes: list[Outcome] = field(default_factory=list)
+    dead: list[bytes] = field(default_factory=list)
+    deferred: dict[int, list[Outcome]] = field(default_factory=dict)  # dataset id -> outcomes
+    down: dict[int, str] = field(default_factory=dict)  # dataset id -> why its store is down
+    read: set[str] = field(default_factory=set)  # the lists a batch was read from
 
-    task: Task
-    updates: list[ResultUpdate] = field(default_factory=list)
-    files: list[tuple[str, bytes]] = field(default_factory=list)
-    error: tuple[str, str, str] | None = None  # class, message, output tail
-    final: bool = False  # a failure retrying cannot mend
-    host: str = ""
-    wall_s: float | None = None
-    cpu_s: float | None = None
-    finished_at: datetime | None = None
+    def defer(self, outcome: Outcome) -> None:
+        self.deferred.setdefault(outcome.task.campaign.dataset_id, []).append(outcome)
 
-    def fail(self, error_class: str, message: str, *, final: bool = False) -> None:
-        self.updates, self.files = [], []
-        self.error, self.final = (error_class, message, ""), final
+    def bury(self, envelope: Envelope, reason: str) -> None:
+        log.warning("collector: envelope refused (dead letter): %s", reason)
+        self.dead.append(dead_letter_entry(reason=reason, raw=envelope.raw, size=envelope.size))
 
 
 def results_collect(*, connection: Redis, limit: int = DEFAULT_LIMIT,
                     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
-                    lock: LoopLock | None = None) -> CollectReport:
-    """Collect up to `limit` results from the results list; see the module's docstring.
+                    lock: LoopLock | None = None, max_batch_bytes: int | None = None,
+                    max_kept_file_bytes: int | None = None) -> CollectReport:
+    """Collect up to `limit` results; see the module's docstring.
 
-    Database errors propagate with the batch still in Redis. With `lock`, the batch is trimmed
-    only while the lock is ours (LockLost otherwise).
+    Database and Redis errors propagate with the batch still in Redis. With `lock`, the batch
+    is written and trimmed only while the lock is ours (LockLost otherwise).
     """
     started = time.monotonic()
-    raw = connection.lrange(keys.RESULTS_KEY, 0, limit - 1)
-    report = CollectReport(taken=len(raw))
-    if raw:
-        outcomes = _outcomes(raw, report, max_result_bytes)
-        _fail_missing_records(outcomes)
-        report.files = _save_files(outcomes)
+    max_batch_bytes = max_batch_bytes or getattr(settings, "COLLECT_MAX_BATCH_BYTES",
+                                                 DEFAULT_MAX_BATCH_BYTES)
+    max_kept_file_bytes = max_kept_file_bytes or getattr(
+        settings, "COLLECT_MAX_KEPT_FILE_BYTES", DEFAULT_DECODE_CAP)
+    renewer = _Renewer(lock)
+    waiting = retries_waiting(connection)
+    batch = _Batch(envelopes=_read(connection, waiting, limit, max_batch_bytes, max_result_bytes))
+    batch.read = {envelope.source for envelope in batch.envelopes} | {
+        retry_list_key(d) for d, state in waiting.items() if state.due(time.time())}
+    report = CollectReport(taken=len(batch.envelopes))
+    if batch.envelopes:
+        renewer.tick()
+        _attribute(connection, batch, waiting, report)
+        _check_records(batch)
+        report.files = _save_files(batch, max_kept_file_bytes, renewer)
         with transaction.atomic():
-            _write_results(outcomes)
-            _update_ledger(outcomes, report)
-            task_minutes_add(transitions=transitions_of(o.task for o in outcomes))
+            applied = _write(batch, renewer)
+            task_minutes_add(transitions=transitions_of(task for _, task in applied))
             report.finished_campaigns = campaigns_finish(
-                campaign_ids={o.task.campaign_id for o in outcomes})
-        _trim(connection, len(raw), lock)
-        _jobs_forget(connection, outcomes)
-        report.lag_s = _lag(outcomes)
+                campaign_ids={task.campaign_id for _, task in applied})
+            renewer.check()  # the last moment a collector that lost its lock can stand back
+        _count(applied, report, batch)
+        _file_away(connection, batch, lock)
+        _after_trim(connection, batch, waiting, applied)
+        report.lag_s = _lag(applied)
+    elif waiting:  # due retry lists that turned out empty: their wait is over
+        retry_clear(connection=connection, dataset_ids={
+            d for d in waiting if retry_list_key(d) in batch.read})
     report.seconds = time.monotonic() - started
     return report
 
 
-# --- reading and checking ---------------------------------------------------------------------
+# --- reading and attributing ------------------------------------------------------------------
 
-def _outcomes(raw: list[bytes], report: CollectReport, max_result_bytes: int) -> list[Outcome]:
-    envelopes = [_envelope(item, max_result_bytes) for item in raw]
-    tasks = {task.job_id: task for task in Task.objects.select_related("campaign__dataset").filter(
-        job_id__in={env["job_id"] for env in envelopes if env.get("job_id")})}
+def _read(connection: Redis, waiting: dict, limit: int, max_batch_bytes: int,
+          max_result_bytes: int) -> list[Envelope]:
+    depth = getattr(settings, "COLLECT_MAX_DEPTH", MAX_DEPTH)
+    now, envelopes = time.time(), []
+    sources = [retry_list_key(d) for d, state in sorted(waiting.items()) if state.due(now)]
+    for key in [*sources, keys.RESULTS_KEY]:
+        left = limit - len(envelopes)
+        budget = max_batch_bytes - sum(min(e.size, max_result_bytes) for e in envelopes)
+        if left < 1 or budget < 1:
+            break
+        envelopes += envelopes_read(connection=connection, key=key, limit=left,
+                                    max_batch_bytes=budget, max_result_bytes=max_result_bytes,
+                                    max_depth=depth)
+    return envelopes
+
+
+def _attribute(connection: Redis, batch: _Batch, waiting: dict, report: CollectReport) -> None:
+    """Turn each envelope into its task's outcome, a dead letter, or a skip (one per task)."""
+    job_ids = sorted({e.job_id for e in batch.envelopes if e.orphan is None and e.job_id})
+    names = worker_names(connection=connection, job_ids=job_ids)  # before anything deletes
+    tasks = {task.job_id: task for task in Task.objects.select_related("campaign__dataset")
+             .filter(job_id__in=job_ids)}
     arg_sets = _arg_set_names({task.campaign_id for task in tasks.values()})
-    outcomes: dict[str, Outcome] = {}
-    for env in envelopes:
-        task = tasks.get(env.get("job_id"))
-        if task is None:
-            report.discarded += 1
-            log.warning("collector: result dropped: %s", env.get("problem") or
-                        f"no task has job id {env.get('job_id')!r}")
-        elif task.state in FINISHED or task.job_id in outcomes:
-            report.skipped += 1
-        else:
-            outcomes[task.job_id] = _outcome(task, env, arg_sets[task.campaign_id])
-    return list(outcomes.values())
+    now = time.time()
+    chosen: dict[str, Outcome] = {}
+    for envelope in batch.envelopes:
+        try:
+            outcome = _outcome(envelope, tasks, names, arg_sets, batch, report)
+        except Exception as exc:  # noqa: BLE001 - one envelope never stops the batch
+            log.exception("collector: envelope could not be read")
+            batch.bury(envelope, f"the collector could not read it ({type(exc).__name__})")
+            continue
+        if outcome is None:
+            continue
+        state = waiting.get(outcome.task.campaign.dataset_id)
+        if (outcome.needs_store and state is not None and not state.due(now)
+                and envelope.source == keys.RESULTS_KEY):
+            batch.defer(outcome)  # its store is down: straight to its retry list
+            continue
+        earlier = chosen.get(outcome.task.job_id)
+        if earlier is None or (outcome.success and not earlier.success):
+            chosen[outcome.task.job_id] = outcome
+        report.skipped += earlier is not None
+    batch.outcomes = list(chosen.values())
 
 
-def _envelope(item: bytes, max_result_bytes: int) -> dict:
-    """The envelope as a dict with its job id; a "problem" key when it cannot be used."""
+def _outcome(envelope: Envelope, tasks: dict, names: dict, arg_sets: dict, batch: _Batch,
+             report: CollectReport) -> Outcome | None:
+    if envelope.orphan is not None:
+        batch.bury(envelope, envelope.orphan)
+        return None
+    job_id, data = envelope.job_id, envelope.data
+    task = tasks.get(job_id)
+    if task is None:
+        batch.bury(envelope, f"no task has job id {job_id!r}")
+        return None
     try:
-        envelope = json.loads(item)
-    except ValueError as exc:
-        return {"problem": f"not JSON ({exc}): {item[:80]!r}"}
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("job_id"), str):
-        return {"problem": f"no job id in the envelope: {item[:80]!r}"}
-    if len(item) > max_result_bytes:
-        return {"job_id": envelope["job_id"],
-                "problem": f"the result is {len(item):,} bytes, over the cap of "
-                           f"{max_result_bytes:,} bytes"}
-    if ("result" in envelope) == ("error" in envelope):
-        return {"job_id": envelope["job_id"],
-                "problem": "the envelope needs exactly one of 'result' and 'error'"}
-    return envelope
+        delivery = attempt_delivery(job_id=job_id, attempt=data.get("attempt"))
+    except BadAttempt as exc:
+        batch.bury(envelope, f"job {job_id}: {exc}")
+        return None
+    if delivery != task.delivery or task.state in DONE_OR_GONE:
+        report.skipped += 1  # a replay, or a delivery the ledger has moved past
+        log.debug("collector: job %s: delivery %d skipped (task %s on delivery %d)", job_id,
+                  delivery, task.state, task.delivery)
+        return None
+    worker = data.get("worker") if isinstance(data.get("worker"), str) else ""
+    recorded = names.get(job_id)
+    if recorded and worker != recorded:
+        batch.bury(envelope, f"job {job_id}: sent by worker {worker[:100]!r}, but rq gave the "
+                             f"job to {recorded[:100]!r}")
+        return None
+    result = data.get("result")
+    if isinstance(result, dict) and result.get("record_id") != task.record_id:
+        batch.bury(envelope, f"job {job_id}: the result is for record "
+                             f"{str(result.get('record_id'))[:100]!r}, the task's is "
+                             f"{task.record_id!r} (campaign {task.campaign.name})")
+        return None
+    outcome = outcome_of(task=task, data=data, problem=envelope.problem,
+                         arg_sets=arg_sets[task.campaign_id], worker=worker)
+    outcome.envelope, outcome.delivery = envelope, delivery
+    return outcome
 
 
 def _arg_set_names(campaign_ids: set[int]) -> dict[int, set[str]]:
@@ -194,193 +271,155 @@ def _arg_set_names(campaign_ids: set[int]) -> dict[int, set[str]]:
     return names
 
 
-def _outcome(task: Task, envelope: dict, arg_sets: set[str]) -> Outcome:
-    outcome = Outcome(task=task, finished_at=timezone.now())
-    if envelope.get("problem"):
-        outcome.fail("BadResult", envelope["problem"])
-    elif "error" in envelope:
-        error = envelope["error"] if isinstance(envelope["error"], dict) else {}
-        outcome.error = (_text(error.get("class"), 100) or "WorkerError",
-                         _text(error.get("message"), MESSAGE_CHARS) or repr(envelope["error"]), "")
-    else:
-        try:
-            _read_document(outcome, envelope["result"], arg_sets)
-        except BadResult as exc:
-            outcome.fail("BadResult", str(exc))
-    return outcome
+# --- the store, the storage -------------------------------------------------------------------
 
-
-def _read_document(outcome: Outcome, document: Any, arg_sets: set[str]) -> None:
-    """Fill the outcome from a result document (docs/runtime.md); BadResult when malformed."""
-    task = outcome.task
-    if not isinstance(document, dict):
-        raise BadResult("the result document is not a JSON object")
-    if document.get("record_id") != task.record_id:
-        raise BadResult(f"the result is for record {document.get('record_id')!r}, "
-                        f"the task's is {task.record_id!r}")
-    if document.get("status") not in ("ok", "failed"):
-        raise BadResult(f"status {document.get('status')!r} is neither 'ok' nor 'failed'")
-    parts = document.get("arg_sets")
-    if not isinstance(parts, dict) or not parts:
-        raise BadResult("the result has no 'arg_sets' object")
-    walls, cpus = [], []
-    for name, part in parts.items():
-        if name not in arg_sets:
-            raise BadResult(f"unknown arg set {name!r} (known: {', '.join(sorted(arg_sets))})")
-        if not isinstance(part, dict) or part.get("status") not in ("ok", "failed"):
-            raise BadResult(f"arg set {name!r}: no 'status' of 'ok' or 'failed'")
-        if part["status"] == "ok":
-            if not isinstance(part.get("values"), dict):
-                raise BadResult(f"arg set {name!r}: 'values' is not an object")
-            outcome.updates.append(ResultUpdate(task.record_id, task.campaign.output_key, name,
-                                                part["values"]))
-        elif outcome.error is None:
-            outcome.error = _arg_set_error(name, part.get("error"))
-        walls.append(part.get("wall_s"))
-        cpus.append(part.get("cpu_s"))
-    if document["status"] == "failed" and outcome.error is None:
-        outcome.error = ("TaskFailed", "the result's status is 'failed'", "")
-    outcome.files = _kept_files(document.get("files"))
-    outcome.host = _text(document.get("host"), 200)
-    outcome.wall_s, outcome.cpu_s = _total(walls), _total(cpus)
-    outcome.finished_at = _finished_at(document.get("finished_at"), outcome.finished_at)
-
-
-def _arg_set_error(name: str, error: Any) -> tuple[str, str, str]:
-    error = error if isinstance(error, dict) else {}
-    message = _text(error.get("message"), MESSAGE_CHARS) or "failed without a message"
-    return (_text(error.get("class"), 100) or "TaskFailed", f"arg set {name!r}: {message}",
-            _text(error.get("output_tail"), TAIL_CHARS, tail=True))
-
-
-def _kept_files(entries: Any) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each kept file; entries the worker could not keep are passed over."""
-    if entries is None:
-        return []
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise BadResult("'files' is not a list of objects")
-    files = []
-    for entry in entries:
-        if entry.get("error"):
-            log.debug("kept file %r was not kept: %s", entry.get("name"), entry["error"])
-            continue
-        if not isinstance(entry.get("name"), str) or not entry["name"]:
-            raise BadResult("a kept file has no name")
-        try:
-            files.append((entry["name"], keepfiles.decode(entry)))
-        except KeepFileError as exc:
-            raise BadResult(str(exc)) from None
-    return files
-
-
-def _text(value: Any, limit: int, *, tail: bool = False) -> str:
-    if not isinstance(value, str):
-        return ""
-    return value[-limit:] if tail else value[:limit]
-
-
-def _total(values: list) -> float | None:
-    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return float(sum(numbers)) if numbers else None
-
-
-def _finished_at(value: Any, now: datetime) -> datetime:
-    """The document's finish time, but never later than now (a worker's clock may run ahead)."""
-    try:
-        when = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return now
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt_timezone.utc)
-    return min(when, now)
-
-
-# --- writing ----------------------------------------------------------------------------------
-
-def _fail_missing_records(outcomes: list[Outcome]) -> None:
-    """A record deleted while its task was out fails the task for good (RecordMissing)."""
-    by_campaign: dict[int, list[Outcome]] = {}
+def _by_dataset(outcomes: list[Outcome]) -> dict[int, list[Outcome]]:
+    groups: dict[int, list[Outcome]] = {}
     for outcome in outcomes:
-        by_campaign.setdefault(outcome.task.campaign_id, []).append(outcome)
-    for group in by_campaign.values():
-        campaign = group[0].task.campaign
-        existing = store_for(campaign.dataset).existing(ids=[o.task.record_id for o in group])
+        groups.setdefault(outcome.task.campaign.dataset_id, []).append(outcome)
+    return dict(sorted(groups.items()))
+
+
+def _set_down(batch: _Batch, dataset_id: int, reason: str) -> None:
+    if dataset_id not in batch.down:
+        log.warning("collector: %s; its results wait in Redis", reason)
+    batch.down[dataset_id] = reason
+
+
+def _check_records(batch: _Batch) -> None:
+    """A record deleted while its task was out fails the task for good (RecordMissing)."""
+    for dataset_id, group in _by_dataset(batch.outcomes).items():
+        dataset = group[0].task.campaign.dataset
+        try:
+            existing = records_existing(dataset, [o.task.record_id for o in group])
+        except StoreDown as exc:
+            _set_down(batch, dataset_id, str(exc))
+            continue
         for outcome in group:
             if outcome.task.record_id not in existing:
                 outcome.fail("RecordMissing", f"record {outcome.task.record_id!r} is no longer "
-                             f"in dataset {campaign.dataset.name!r}", final=True)
+                             f"in dataset {dataset.name!r}", final=True)
 
 
-def _save_files(outcomes: list[Outcome]) -> int:
+def _save_files(batch: _Batch, max_bytes: int, renewer: _Renewer) -> int:
     saved = 0
-    for outcome in outcomes:
-        for name, content in outcome.files:
-            kept_file_save(campaign=outcome.task.campaign.name, record_id=outcome.task.record_id,
-                           name=name, content=content)
-            saved += 1
+    for outcome in batch.outcomes:
+        dataset_id = outcome.task.campaign.dataset_id
+        if not outcome.files or dataset_id in batch.down:
+            continue
+        try:
+            saved += kept_files_save(outcome, max_bytes=max_bytes)
+        except StoreDown as exc:
+            _set_down(batch, dataset_id, str(exc))
+        renewer.tick()
     return saved
 
 
-def _write_results(outcomes: list[Outcome]) -> None:
-    by_dataset: dict[int, tuple[Any, list[ResultUpdate]]] = {}
-    for outcome in outcomes:
-        dataset = outcome.task.campaign.dataset
-        by_dataset.setdefault(dataset.pk, (dataset, []))[1].extend(outcome.updates)
-    for dataset, updates in by_dataset.values():
-        store_for(dataset).write_results(updates=updates)
+def _write(batch: _Batch, renewer: _Renewer) -> list[tuple[Outcome, Task]]:
+    """Ledger and records, per dataset in a savepoint; return what was applied."""
+    applied: list[tuple[Outcome, Task]] = []
+    for dataset_id, group in _by_dataset(batch.outcomes).items():
+        dataset = group[0].task.campaign.dataset
+        if dataset_id in batch.down:
+            for outcome in group:
+                if outcome.needs_store:
+                    batch.defer(outcome)
+            group = [o for o in group if not o.needs_store]
+        try:
+            applied += _apply(dataset, group)
+        except StoreDown as exc:
+            _set_down(batch, dataset_id, str(exc))
+            for outcome in group:
+                if outcome.needs_store:
+                    batch.defer(outcome)
+            applied += _apply(dataset, [o for o in group if not o.needs_store])
+        except StoreRefused:
+            applied += _apply_one_by_one(batch, dataset, group)
+        renewer.tick()
+    return applied
 
 
-def _update_ledger(outcomes: list[Outcome], report: CollectReport) -> None:
-    now = timezone.now()
-    for outcome in outcomes:
-        task = outcome.task
-        task.attempts += 1
-        task.worker = outcome.host or task.worker
-        task.wall_s, task.cpu_s, task.updated_at = outcome.wall_s, outcome.cpu_s, now
-        if outcome.error is None:
-            task.state, task.finished_at = Task.State.DONE, outcome.finished_at
-            report.done += 1
+def _apply(dataset, outcomes: list[Outcome]) -> list[tuple[Outcome, Task]]:
+    if not outcomes:
+        return []
+    with transaction.atomic():
+        pairs = ledger_apply(outcomes)
+        results_write(dataset, [u for outcome, _ in pairs for u in outcome.updates])
+    return pairs
+
+
+def _apply_one_by_one(batch: _Batch, dataset, group: list[Outcome]) -> list[tuple[Outcome, Task]]:
+    """The store refused the group's write: find which results it refuses, fail those with
+    StoreError, write the others."""
+    applied = []
+    for outcome in group:
+        if dataset.pk in batch.down and outcome.needs_store:
+            batch.defer(outcome)
             continue
-        task.error_class, task.error_message, task.output_tail = outcome.error
-        if (outcome.final or outcome.error[0] in UNMENDABLE
-                or task.attempts >= task.campaign.max_attempts):
-            task.state, task.finished_at = Task.State.FAILED, outcome.finished_at
+        try:
+            applied += _apply(dataset, [outcome])
+        except StoreDown as exc:
+            _set_down(batch, dataset.pk, str(exc))
+            batch.defer(outcome)
+        except StoreRefused as exc:
+            outcome.fail("StoreError", f"dataset {dataset.name}: the store refused the result: "
+                                       f"{exc}")
+            applied += _apply(dataset, [outcome])
+    return applied
+
+
+# --- after the commit -------------------------------------------------------------------------
+
+def _count(applied: list[tuple[Outcome, Task]], report: CollectReport, batch: _Batch) -> None:
+    for outcome, task in applied:
+        if task.state == Task.State.DONE:
+            report.done += 1
+        elif task.state == Task.State.FAILED:
             report.failed += 1
             log.warning("collector: task %s (record %s) failed for good after %d attempt(s): "
-                        "%s: %s", task.job_id, task.record_id, task.attempts, *outcome.error[:2])
+                        "%s: %s", task.job_id, task.record_id, task.attempts, task.error_class,
+                        task.error_message[:200])
+        elif outcome.fault:
+            report.faults += 1
         else:
-            task.state = Task.State.PENDING
             report.retried += 1
-    rows_update(objects=[o.task for o in outcomes], fields=LEDGER_FIELDS)
+    settled = {id(o) for o, _ in applied} | {id(o) for group in batch.deferred.values()
+                                              for o in group}
+    report.skipped += sum(id(o) not in settled for o in batch.outcomes)
+    report.discarded = len(batch.dead)
+    report.deferred = sum(len(outcomes) for outcomes in batch.deferred.values())
 
 
-def _trim(connection: Redis, taken: int, lock: LoopLock | None) -> None:
-    if lock is None:
-        connection.ltrim(keys.RESULTS_KEY, taken, -1)
-    elif not connection.eval(_TRIM_IF_HOLDER, 2, keys.RESULTS_KEY, lock.key, taken, lock.token):
-        raise LockLost(f"the lock {lock.key} is no longer ours; the batch stays in Redis")
+def _file_away(connection: Redis, batch: _Batch, lock: LoopLock | None) -> None:
+    """Trim what was taken; dead letters and deferred results to their lists (one step)."""
+    trims: dict[str, int] = {}
+    for envelope in batch.envelopes:
+        trims[envelope.source] = trims.get(envelope.source, 0) + 1
+    pushes: dict[str, tuple[list[bytes], int]] = {DEAD_LETTERS_KEY: (batch.dead,
+                                                                     DEAD_LETTERS_KEEP)}
+    for dataset_id, outcomes in batch.deferred.items():
+        pushes[retry_list_key(dataset_id)] = ([o.envelope.raw for o in outcomes], 0)
+    lists_trim_if_holder(connection=connection, lock=lock, trims=trims, pushes=pushes)
 
 
-def _jobs_forget(connection: Redis, outcomes: list[Outcome]) -> None:
-    """Delete what rq keeps of the jobs whose tasks are now finished: their hash, rq's copy of
-    the result and their registry entries. Their result is in the database now; kept for
-    rq's result_ttl they cost ~6 kB a task, which made Redis grow with throughput, not with the
-    window (bench_pipeline.py memory). Tasks going back to pending keep theirs: the feeder
-    replaces a stale job itself."""
-    finished = [o.task for o in outcomes if o.task.state in (Task.State.DONE, Task.State.FAILED)]
-    if not finished:
-        return
-    with connection.pipeline(transaction=False) as pipe:
-        for task in finished:
-            queue = keys.campaign_rq_queue(campaign=task.campaign)
-            pipe.delete(Job.key_for(task.job_id), result_key(task.job_id))
-            pipe.zrem(f"rq:finished:{queue}", task.job_id)
-            pipe.zrem(f"rq:failed:{queue}", task.job_id)
-        pipe.execute()
+def _after_trim(connection: Redis, batch: _Batch, waiting: dict,
+                applied: list[tuple[Outcome, Task]]) -> None:
+    for dataset_id, reason in batch.down.items():
+        failures = waiting[dataset_id].failures + 1 if dataset_id in waiting else 1
+        delay = retry_schedule(connection=connection, dataset_id=dataset_id, failures=failures,
+                               reason=reason)
+        log.warning("collector: results of dataset %s wait in Redis (%s); next try in %g s",
+                    dataset_id, reason, delay)
+    retry_clear(connection=connection, dataset_ids={
+        d for d in waiting if retry_list_key(d) in batch.read and d not in batch.down})
+    host_faults_record(connection=connection, faults=[
+        (outcome.host or outcome.worker, f"{outcome.error[0]}: {outcome.error[1]}")
+        for outcome, _ in applied if outcome.fault])
+    jobs_forget(connection=connection, tasks=[task for _, task in applied])
 
 
-def _lag(outcomes: list[Outcome]) -> float | None:
-    finished = [o.finished_at for o in outcomes if o.finished_at is not None]
+def _lag(applied: list[tuple[Outcome, Task]]) -> float | None:
+    finished = [o.finished_at for o, _ in applied if o.finished_at is not None]
     if not finished:
         return None
     return max(0.0, (timezone.now() - min(finished)).total_seconds())

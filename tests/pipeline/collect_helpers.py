@@ -14,6 +14,10 @@ from typing import Callable, List, Optional
 from django.conf import settings
 from redis import Redis
 
+from django.db.models import F
+from django.utils import timezone
+
+from campaigns.attempts import attempt_id
 from campaigns.models import Campaign, Record, Task
 from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.services.submission import campaign_submit
@@ -68,8 +72,35 @@ def push(connection: Redis, *envelopes) -> None:
                                     for e in envelopes])
 
 
-def ok(task: Task, **kwargs) -> dict:
-    return {"job_id": task.job_id, "result": document(task, **kwargs)}
+WORKER = "w-test"
+
+
+def envelope(task: Task, *, worker: str = WORKER, delivery: Optional[int] = None,
+             **outcome) -> dict:
+    """An envelope as the worker sends it for the task's current delivery (or `delivery`):
+    job id, worker name, attempt id, and `result=` or `error=`."""
+    number = task.delivery if delivery is None else delivery
+    return {"job_id": task.job_id, "worker": worker,
+            "attempt": attempt_id(job_id=task.job_id, delivery=number), **outcome}
+
+
+def ok(task: Task, *, worker: str = WORKER, delivery: Optional[int] = None, **kwargs) -> dict:
+    return envelope(task, worker=worker, delivery=delivery, result=document(task, **kwargs))
+
+
+def error(task: Task, error_class: str = "ProgramFailed", message: str = "it broke",
+          **fields) -> dict:
+    """An error envelope (fields: worker=, delivery=, fault= ...)."""
+    extra = {k: fields.pop(k) for k in ("worker", "delivery") if k in fields}
+    return envelope(task, error={"class": error_class, "message": message, **fields}, **extra)
+
+
+def deliver(campaign: Campaign) -> list:
+    """Mark the campaign's pending tasks queued on their next delivery, as the feeder does
+    (without putting jobs in Redis); return its tasks in record order, fresh."""
+    Task.objects.filter(campaign=campaign, state=Task.State.PENDING).update(
+        state=Task.State.QUEUED, delivery=F("delivery") + 1, queued_at=timezone.now())
+    return list(Task.objects.filter(campaign=campaign).order_by("record_id"))
 
 
 def refresh(task: Task) -> Task:
@@ -151,7 +182,9 @@ class Processes:
         return {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
                 "HTPORTAL_VAR_DIR": str(self.var_dir), "REDIS_URL": self.redis_url,
                 "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-                "PYTHONUNBUFFERED": "1", "HTPORTAL_HEARTBEAT_INTERVAL": "1", **extra}
+                "PYTHONUNBUFFERED": "1", "HTPORTAL_HEARTBEAT_INTERVAL": "1",
+                # The same key as this process: attempt ids made here check out there.
+                "HTPORTAL_SECRET_KEY": settings.SECRET_KEY, **extra}
 
     def worker(self, *queues: str, name: str, extra: tuple = ()) -> Process:
         argv = [sys.executable, "-m", "workers.runtime.worker", "--redis-url", self.redis_url,

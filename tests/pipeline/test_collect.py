@@ -13,6 +13,7 @@ from django.db import OperationalError, connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
 from campaigns import loops
+from campaigns.collector.dead_letters import dead_letters
 from campaigns.locks import COLLECTOR_LOCK_KEY, LoopLock
 from campaigns.loops import Backoff, CollectorLoop
 from campaigns.models import Campaign, Record, Task, TaskMinute
@@ -22,8 +23,8 @@ from campaigns.locks import LockLost
 from campaigns.services.collecting import results_collect
 from campaigns.services.kept_files import kept_file_path
 from campaigns.services.submission import campaign_submit
-from tests.pipeline.collect_helpers import (arg_set_part, document, failed_part, ok, push,
-                                            refresh, results_of, values)
+from tests.pipeline.collect_helpers import (arg_set_part, deliver, document, envelope, error,
+                                            failed_part, ok, push, refresh, results_of, values)
 from workers.runtime.keepfiles import keep_file
 
 
@@ -34,7 +35,7 @@ def submitted(make_campaign):
         campaign = make_campaign(records=records, **fields)
         campaign_submit(campaign=campaign)
         campaign.refresh_from_db()
-        return campaign, list(campaign.tasks.order_by("record_id"))
+        return campaign, deliver(campaign)
     return make
 
 
@@ -57,8 +58,8 @@ def test_it_writes_values_into_records_and_marks_tasks_done(redis_conn, submitte
     assert (report.taken, report.done, report.retried, report.failed) == (3, 3, 0, 0)
     assert results_of(campaign) == {t.record_id: {"a": values()} for t in tasks}
     task = refresh(tasks[0])
-    assert (task.state, task.attempts, task.worker, task.wall_s, task.cpu_s) == (
-        "done", 1, "node17", 1.5, 1.25)
+    assert (task.state, task.attempts, task.worker, task.host, task.wall_s, task.cpu_s) == (
+        "done", 1, "w-test", "node17", 1.5, 1.25)
     assert task.finished_at.isoformat() == "2026-11-26T10:00:02+00:00"
     assert redis_conn.llen(RESULTS_KEY) == 0
 
@@ -99,8 +100,8 @@ def test_a_failed_result_is_retried_then_failed_after_max_attempts(redis_conn, s
     assert (report.retried, task.state, task.attempts) == (1, "pending", 1)
     assert (task.error_class, task.error_message, task.output_tail) == (
         "ProgramFailed", "arg set 'a': xtb: exit code 1", "SCF failed")
-    push(redis_conn, {"job_id": task.job_id, "error": {"class": "JobRefused",
-                                                       "message": "spec is not in Redis"}})
+    (task,) = deliver(campaign)
+    push(redis_conn, error(task, "JobRefused", "spec is not in Redis"))
     report = results_collect(connection=redis_conn)
     task = refresh(task)
     assert (report.failed, task.state, task.attempts, task.error_class, task.error_message) == (
@@ -118,7 +119,7 @@ def test_a_failure_another_attempt_would_repeat_fails_at_once(redis_conn, submit
         part = arg_set_part(status="failed", error={**error["result"]["a"], "output_tail": ""})
         push(redis_conn, ok(tasks[0], arg_sets={"a": part}))
     else:
-        push(redis_conn, {**error, "job_id": tasks[0].job_id})
+        push(redis_conn, envelope(tasks[0], error=error["error"]))
     report = results_collect(connection=redis_conn)
     task = refresh(tasks[0])
     assert (report.failed, report.retried, task.state, task.attempts) == (1, 0, "failed", 1)
@@ -133,19 +134,17 @@ def test_ok_arg_sets_of_a_failed_result_are_written(redis_conn, submitted):
     assert refresh(tasks[0]).state == "pending"
 
 
-@pytest.mark.parametrize("envelope, reason", [
-    (lambda t: {"job_id": t.job_id, "result": "not an object"}, "not a JSON object"),
-    (lambda t: {"job_id": t.job_id, "result": {**document(t), "record_id": "mol-999"}},
-     "the result is for record 'mol-999', the task's is 'mol-000000'"),
-    (lambda t: {"job_id": t.job_id, "result": document(t, arg_sets={"zz": arg_set_part()})},
+@pytest.mark.parametrize("make, reason", [
+    (lambda t: envelope(t, result="not an object"), "not a JSON object"),
+    (lambda t: envelope(t, result=document(t, arg_sets={"zz": arg_set_part()})),
      "unknown arg set 'zz' (known: a)"),
-    (lambda t: {"job_id": t.job_id, "result": document(t, arg_sets={"a": {"status": "ok"}})},
+    (lambda t: envelope(t, result=document(t, arg_sets={"a": {"status": "ok"}})),
      "arg set 'a': 'values' is not an object"),
-    (lambda t: {"job_id": t.job_id}, "the envelope needs exactly one of 'result' and 'error'"),
+    (lambda t: envelope(t), "the envelope needs exactly one of 'result' and 'error'"),
 ])
-def test_a_malformed_result_fails_its_task_with_the_reason(redis_conn, submitted, envelope, reason):
+def test_a_malformed_result_fails_its_task_with_the_reason(redis_conn, submitted, make, reason):
     campaign, tasks = submitted(records=2, max_attempts=1)
-    push(redis_conn, envelope(tasks[0]), ok(tasks[1]))
+    push(redis_conn, make(tasks[0]), ok(tasks[1]))
     report = results_collect(connection=redis_conn)
     task = refresh(tasks[0])
     assert (task.state, task.error_class) == ("failed", "BadResult")
@@ -154,7 +153,7 @@ def test_a_malformed_result_fails_its_task_with_the_reason(redis_conn, submitted
     assert results_of(campaign)[tasks[0].record_id] is None
 
 
-def test_unreadable_results_and_unknown_jobs_are_dropped_and_the_batch_goes_on(
+def test_unreadable_results_and_unknown_jobs_are_dead_letters_and_the_batch_goes_on(
         redis_conn, submitted, caplog):
     campaign, tasks = submitted(records=1)
     push(redis_conn, b"{not json", {"job_id": "c999-v1-abc", "result": {}}, ok(tasks[0]))
@@ -164,6 +163,10 @@ def test_unreadable_results_and_unknown_jobs_are_dropped_and_the_batch_goes_on(
     assert "no task has job id 'c999-v1-abc'" in caplog.text
     assert "not JSON" in caplog.text
     assert redis_conn.llen(RESULTS_KEY) == 0
+    assert [letter.reason for letter in dead_letters(redis_conn)] == [
+        "no task has job id 'c999-v1-abc'",
+        "not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+        "no job id found in it"]
 
 
 def test_a_result_over_the_cap_fails_its_task(redis_conn, submitted):
@@ -197,7 +200,8 @@ def test_kept_files_are_stored_and_a_second_delivery_overwrites_them(
     # docs/stores.md, "Kept files": the record's folder is its id plus a hash of the raw id.
     assert path == f"{campaign.name}/mol-000000-41b8880aaed29932/mol-000000_a.out"
     Task.objects.filter(pk=tasks[0].pk).update(state="pending")  # as after a lost worker
-    push(redis_conn, ok(tasks[0], files=[kept_entry(tmp_path, "second run\n")]))
+    (task,) = deliver(campaign)  # and the next delivery
+    push(redis_conn, ok(task, files=[kept_entry(tmp_path, "second run\n")]))
     results_collect(connection=redis_conn)
     with default_storage.open(path) as stored:
         assert stored.read() == b"second run\n"
@@ -272,6 +276,7 @@ def test_a_retried_failure_is_not_counted_until_it_fails_for_good(redis_conn, su
     push(redis_conn, ok(tasks[0], arg_sets={"a": failed_part()}))
     assert results_collect(connection=redis_conn).retried == 1
     assert rollup(campaign) == []
+    tasks = deliver(campaign)
     push(redis_conn, ok(tasks[0], arg_sets={"a": failed_part()},
                         finished_at="2026-11-26T10:07:00+00:00"))
     assert results_collect(connection=redis_conn).failed == 1
@@ -300,7 +305,7 @@ def test_results_stay_in_redis_when_the_database_fails_mid_batch(redis_conn, sub
     # Rolled back: the records and the ledger as before, the batch still in Redis.
     assert redis_conn.llen(RESULTS_KEY) == 3
     assert results_of(campaign) == {t.record_id: None for t in tasks}
-    assert set(campaign.tasks.values_list("state", flat=True)) == {"pending"}
+    assert set(campaign.tasks.values_list("state", flat=True)) == {"queued"}
     assert rollup(campaign) == []
     monkeypatch.undo()
     assert results_collect(connection=redis_conn).done == 3
@@ -323,14 +328,14 @@ def test_the_loop_waits_out_a_database_outage_and_then_writes(redis_conn, submit
                                                              caplog):
     campaign, tasks = submitted(records=3)
     push(redis_conn, *[ok(task) for task in tasks])
-    real, failures = collecting._update_ledger, []
+    real, failures = collecting.ledger_apply, []
 
-    def flaky(outcomes, report):
+    def flaky(outcomes):
         if len(failures) < 2:
             failures.append(1)
             raise OperationalError("database is locked")
-        return real(outcomes, report)
-    monkeypatch.setattr(collecting, "_update_ledger", flaky)
+        return real(outcomes)
+    monkeypatch.setattr(collecting, "ledger_apply", flaky)
     loop = CollectorLoop(connection=redis_conn, name="t1")
     loop.backoff = Backoff(first=0.05)
     with caplog.at_level(logging.INFO):

@@ -14,9 +14,11 @@ from django.core.files.storage import default_storage
 from campaigns.models import Campaign, Record, Task
 from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.services.definitions import campaign_definition_parse, campaign_import
+from campaigns.services.feeding import queues_feed
 from campaigns.services.submission import campaign_submit
 from tests.pipeline.collect_helpers import (REPO, Processes, age_started_registries,
-                                            campaign_submitted, ok, push, results_of, states,
+                                            campaign_submitted, envelope, ok, push, results_of,
+                                            states,
                                             wait_for)
 from tests.pipeline.conftest import WATER
 
@@ -76,7 +78,9 @@ def test_a_worker_killed_mid_task_has_its_task_run_again_and_written_once(
 def test_a_collector_killed_mid_batch_loses_nothing_and_writes_nothing_twice(
         submitted, processes, redis_conn):
     campaign = submitted(records=3000)
+    queues_feed(connection=redis_conn, window=3000)  # as the collector would: attempt ids and all
     tasks = list(campaign.tasks.all())
+    assert {task.delivery for task in tasks} == {1}
     push(redis_conn, *[ok(task) for task in tasks])
     for round_ in range(3):
         collector = processes.collector("--batch", "100", log_name=f"collector-{round_}.log")
@@ -121,9 +125,9 @@ def test_a_redis_restart_that_loses_everything_still_completes_the_campaign(
 def test_a_malformed_result_fails_its_task_and_the_loop_goes_on(submitted, processes,
                                                                 redis_conn):
     campaign = submitted(records=3, max_attempts=1)
+    queues_feed(connection=redis_conn, window=3)
     bad = campaign.tasks.order_by("record_id").first()
-    push(redis_conn, {"job_id": bad.job_id, "result": {"record_id": bad.record_id,
-                                                       "status": "maybe"}})
+    push(redis_conn, envelope(bad, result={"record_id": bad.record_id, "status": "maybe"}))
     collector = processes.collector()
     wait_for(lambda: Task.objects.get(pk=bad.pk).state == "failed", timeout=30,
              what="the bad result's task to fail", processes=(collector,))

@@ -111,28 +111,70 @@ def keep_file(*, path: Path, name: str, arg_set: str, source: str, cap: int) -> 
     return entry
 
 
-def decode(entry: Mapping) -> bytes:
+# What the collector decodes a kept file to, at most: the declared size is the worker's word,
+# so it is trusted only up to this.
+DEFAULT_DECODE_CAP = 128 * 1024 * 1024
+
+
+def decode(entry: Mapping, *, max_bytes: int = DEFAULT_DECODE_CAP) -> bytes:
     """The original bytes of a kept file entry, checked against its size and sha256.
 
+    Decompressed incrementally: decoding stops as soon as the output would pass the entry's
+    declared size or `max_bytes`, whichever is smaller, so a gzip bomb (gigabytes of zeros in a
+    few megabytes, declared small) costs no more memory than the cap.
+
     Raises errors.KeepFileError for an entry that carries an error, or whose data is not
-    base64 or gzip, or does not match its size or checksum.
+    base64 or gzip, or does not match its size or checksum, or is over the cap.
     """
     name = entry.get("name", "?")
     if entry.get("error"):
         raise errors.KeepFileError(f"kept file {name!r} was not kept: {entry['error']}")
     if entry.get("encoding") != "gzip" or not isinstance(entry.get("data"), str):
         raise errors.KeepFileError(f"kept file {name!r}: no gzip data in the entry")
+    size = entry.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise errors.KeepFileError(f"kept file {name!r}: size {str(size)[:40]!r} is not a "
+                                   "whole number of bytes")
+    if size > max_bytes:
+        raise errors.KeepFileError(f"kept file {name!r}: {size:,} bytes, over the cap of "
+                                   f"{max_bytes:,} bytes")
     try:
-        content = gzip.decompress(base64.b64decode(entry["data"], validate=True))
+        packed = base64.b64decode(entry["data"], validate=True)
     except (binascii.Error, ValueError):
         raise errors.KeepFileError(f"kept file {name!r}: data is not valid base64") from None
-    except (OSError, EOFError, zlib.error):
-        raise errors.KeepFileError(f"kept file {name!r}: data is not valid gzip") from None
-    if len(content) != entry.get("size"):
+    content = _gunzip(packed, limit=size, name=name)
+    if len(content) != size:
         raise errors.KeepFileError(f"kept file {name!r}: {len(content)} bytes, the entry says "
-                                   f"{entry.get('size')}")
+                                   f"{size}")
     if hashlib.sha256(content).hexdigest() != entry.get("sha256"):
         raise errors.KeepFileError(f"kept file {name!r}: sha256 does not match: the data is "
                                    "corrupted")
     return content
 
+
+def _gunzip(packed: bytes, *, limit: int, name: str) -> bytes:
+    """The gzip members in `packed`, decompressed; KeepFileError once past `limit` bytes."""
+    out = bytearray()
+    data = packed
+    try:
+        while data:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while True:
+                # Never more than one byte past the limit at a time: max_length bounds the
+                # output of each call whatever the ratio of the data.
+                chunk = inflater.decompress(data, limit + 1 - len(out))
+                out += chunk
+                if len(out) > limit:
+                    raise errors.KeepFileError(
+                        f"kept file {name!r}: at least {len(out)} bytes, the entry says "
+                        f"{limit} (decoding stopped there)")
+                data = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+                if not data and not chunk:
+                    raise errors.KeepFileError(f"kept file {name!r}: data is not valid gzip "
+                                               "(truncated)")
+            data = inflater.unused_data  # gzip allows several members one after another
+    except zlib.error:
+        raise errors.KeepFileError(f"kept file {name!r}: data is not valid gzip") from None
+    return bytes(out)
