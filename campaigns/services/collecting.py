@@ -44,11 +44,12 @@ from campaigns.collector.outcomes import BadResult, Outcome, outcome_of
 from campaigns.collector.retries import (retries_waiting, retry_clear, retry_list_key,
                                          retry_schedule)
 from campaigns.collector.rq_cleanup import jobs_forget, worker_names
-from campaigns.collector.store_writes import (StoreDown, StoreRefused, kept_files_save,
+from campaigns.collector.store_writes import (DB_ERRORS, StoreDown, StoreRefused, kept_files_save,
                                               records_existing, results_write)
 from campaigns.locks import LockLost, lists_trim_if_holder
 from campaigns.models import ArgSet, Task
 from campaigns.services.lifecycle import campaigns_finish
+from campaigns.services.sampling import SAMPLING_FUNCTIONS, samples_insert
 from campaigns.services.rollups import task_minutes_add, transitions_of
 from workers.runtime.keepfiles import DEFAULT_DECODE_CAP
 
@@ -344,8 +345,30 @@ def _apply(dataset, outcomes: list[Outcome]) -> list[tuple[Outcome, Task]]:
         return []
     with transaction.atomic():
         pairs = ledger_apply(outcomes)
-        results_write(dataset, [u for outcome, _ in pairs for u in outcome.updates])
+        updates = [u for outcome, _ in pairs for u in outcome.updates]
+        results_write(dataset, updates)
+        _samples_insert(pairs)
     return pairs
+
+
+def _samples_insert(pairs: list[tuple[Outcome, Task]]) -> None:
+    """Frames of MD results whose arg set samples into a dataset (campaigns.services.sampling),
+    in the same transaction as the results. A failure here is logged and leaves the results
+    written: the samples of that result can be made again with `manage.py sample_frames`."""
+    by_campaign: dict[int, tuple] = {}
+    for outcome, task in pairs:
+        if task.campaign.function in SAMPLING_FUNCTIONS and outcome.updates:
+            by_campaign.setdefault(task.campaign_id, (task.campaign, []))[1].extend(
+                outcome.updates)
+    for campaign, updates in by_campaign.values():
+        try:
+            with transaction.atomic():
+                samples_insert(campaign=campaign, updates=updates)
+        except DB_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - one campaign's sampling must not stop collecting
+            log.exception("campaign %s: sampling frames into a dataset failed; the results are "
+                          "written", campaign.name)
 
 
 def _apply_one_by_one(batch: _Batch, dataset, group: list[Outcome]) -> list[tuple[Outcome, Task]]:

@@ -27,13 +27,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from django.db.models import F
 
-from campaigns.errors import DefinitionError
+from campaigns.errors import ApplicationError, DefinitionError
 from campaigns.models import Campaign, Dataset
 from campaigns.stores import ResultUpdate, store_for
 
 log = logging.getLogger(__name__)
 
 HARTREE_EV = 27.211386245988
+SAMPLING_FUNCTIONS = frozenset({"xtb.md"})  # the task functions whose results hold frames
 SAMPLE_KEYS = ("into", "every", "max_per_record", "energy_window_ev", "rmsd_min")
 
 
@@ -181,3 +182,26 @@ def _target(campaign: Campaign, name: str) -> Optional[Dataset]:
                   campaign.name, name)
         return None
     return dataset
+
+
+def frames_resample(*, campaign: Campaign, batch_size: int = 200) -> tuple[int, int]:
+    """samples_insert over the campaign's stored results, a batch at a time; (added, results)."""
+    rules = sample_rules(campaign=campaign)
+    if not rules:
+        raise ApplicationError(f"campaign {campaign.name} has no arg set with a 'sample' rule")
+    store = store_for(campaign.dataset)
+    added = results = 0
+    for arg_set in rules:
+        path = f"{campaign.output_key}.{arg_set}"
+        cursor = None
+        while True:
+            query = {path: {"$ne": None}, **({"id": {"$gt": cursor}} if cursor else {})}
+            batch = store.select(query=query, limit=batch_size)
+            updates = [ResultUpdate(r["id"], campaign.output_key, arg_set,
+                                    r["results"][campaign.output_key][arg_set]) for r in batch]
+            added += samples_insert(campaign=campaign, updates=updates, rules=rules)
+            results += len(updates)
+            if len(batch) < batch_size:
+                break
+            cursor = batch[-1]["id"]
+    return added, results
