@@ -21,6 +21,7 @@ from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.services.collecting import results_collect
 from campaigns.services.submission import campaign_submit
 from campaigns.stores import mongodb, store_for
+from campaigns.services.kept_files import kept_file_path
 from tests.campaigns.test_stores import mongomock_add_update_without_sort
 from tests.pipeline.collect_helpers import (arg_set_part, deliver, document, envelope, ok, push,
                                             refresh, results_of, values)
@@ -319,8 +320,9 @@ def test_a_storage_that_is_down_keeps_the_results_and_writes_them_later(
                     json.dumps({"failures": 1, "next_at": 0, "reason": "x"}))
     report = results_collect(connection=redis_conn)
     assert (report.done, report.files) == (1, 1)
-    assert (tmp_path / "storage" / campaign.name / task.record_id / "mol-000000_a.out"
-            ).read_text() == "output\n"
+    stored = kept_file_path(campaign=campaign.name, record_id=task.record_id,
+                            name="mol-000000_a.out")
+    assert (tmp_path / "storage" / stored).read_text() == "output\n"
 
 
 def test_a_kept_file_the_storage_refuses_fails_its_task_with_storage_error(

@@ -9,13 +9,13 @@ import time
 
 import pytest
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from campaigns.models import Campaign, Record, Task
 from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.services.definitions import campaign_definition_parse, campaign_import
 from campaigns.services.feeding import queues_feed
 from campaigns.services.submission import campaign_submit
+from campaigns.services.kept_files import kept_file_open
 from tests.pipeline.collect_helpers import (REPO, Processes, age_started_registries,
                                             campaign_submitted, envelope, ok, push, results_of,
                                             states,
@@ -216,5 +216,5 @@ def test_an_xtb_task_runs_end_to_end_through_worker_and_collector(
     task = campaign.tasks.get()
     assert (task.state, task.attempts, task.worker != "") == ("done", 1, True)
     assert task.cpu_s is not None and task.wall_s > 0
-    with default_storage.open(f"{campaign.name}/water/water_gfn2.out") as kept:
+    with kept_file_open(campaign=campaign.name, record_id="water", name="water_gfn2.out") as kept:
         assert b"TOTAL ENERGY" in kept.read()
