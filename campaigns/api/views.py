@@ -5,14 +5,14 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api.base import AnyAccept, JsonErrors, campaign_of
 from campaigns.api.pagination import AfterIdPagination
-from campaigns.api.parsers import (MOLECULE_PARSERS, YAML_PARSERS, definition_text,
-                                   molecule_upload)
+from campaigns.api.parsers import (MOLECULE_PARSERS, YAML_PARSERS, BoundedJSONParser,
+                                   BoundedMultiPartParser, UploadMultiPartParser,
+                                   definition_text, molecule_upload)
 from campaigns.api.serializers import (CampaignSerializer, DatasetCreateSerializer,
                                        DatasetSerializer, DefinitionFileSerializer,
                                        DefinitionSerializer, ErrorSerializer,
@@ -79,7 +79,7 @@ class DatasetDetailApi(JsonErrors, generics.RetrieveAPIView):
 
 @extend_schema(parameters=[NAME])
 class DatasetRecordsApi(JsonErrors, APIView):
-    parser_classes = [*MOLECULE_PARSERS, MultiPartParser]
+    parser_classes = [*MOLECULE_PARSERS, UploadMultiPartParser]
 
     @extend_schema(
         summary="Upload molecules in bulk (JSON Lines, extended XYZ, XYZ, SDF)",
@@ -134,7 +134,7 @@ def _definition(request) -> CampaignDefinition:
 class CampaignListApi(JsonErrors, generics.ListAPIView):
     serializer_class = CampaignSerializer
     pagination_class = AfterIdPagination
-    parser_classes = [JSONParser, *YAML_PARSERS, MultiPartParser]
+    parser_classes = [BoundedJSONParser, *YAML_PARSERS, BoundedMultiPartParser]
 
     def get_queryset(self):
         return campaigns_visible(user=self.request.user).prefetch_related("arg_sets")
@@ -161,7 +161,7 @@ class CampaignListApi(JsonErrors, generics.ListAPIView):
 class CampaignDetailApi(JsonErrors, generics.RetrieveAPIView):
     serializer_class = CampaignSerializer
     lookup_field = "name"
-    parser_classes = [JSONParser, *YAML_PARSERS, MultiPartParser]
+    parser_classes = [BoundedJSONParser, *YAML_PARSERS, BoundedMultiPartParser]
 
     def get_queryset(self):
         return campaigns_visible(user=self.request.user).prefetch_related("arg_sets")

@@ -1,0 +1,42 @@
+"""Bounds on values users send: how deep a JSON-like value nests (queries, API bodies, JSON Lines
+records). Limits come from settings (HTPORTAL_MAX_JSON_DEPTH, docs/security.md)."""
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_MAX_JSON_DEPTH = 64
+
+
+def max_json_depth() -> int:
+    """settings.MAX_JSON_DEPTH, or the default outside Django (the readers run without it)."""
+    try:
+        from django.conf import settings
+
+        return int(getattr(settings, "MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH))
+    except Exception:  # settings not configured: a plain script
+        return DEFAULT_MAX_JSON_DEPTH
+
+
+def too_deep(value: Any, *, limit: int) -> bool:
+    """True if lists and dicts in `value` nest more than `limit` deep (a scalar is depth 0, [] 1).
+
+    Iterative, so a value nested far deeper than Python's recursion limit is measured too.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list, tuple)))
+    return False
+
+
+def depth_message(*, limit: int) -> str:
+    return f"nested deeper than the limit of {limit} (HTPORTAL_MAX_JSON_DEPTH)"
