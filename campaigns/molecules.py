@@ -30,6 +30,7 @@ from ase.data import atomic_numbers
 from ase.io import extxyz as ase_extxyz
 from ase.io.sdf import read_sdf as ase_read_sdf
 
+from campaigns.bounds import depth_message, max_json_depth, too_deep
 from campaigns.errors import RecordImportError
 
 DEFAULT_XYZ_PROPERTIES = "species:S:1:pos:R:3"
@@ -448,8 +449,13 @@ def read_jsonl(handle: TextIO) -> Iterator[Item]:
 def _jsonl_object(line: str) -> tuple[str | None, dict]:
     try:
         obj = json.loads(line)
+    except RecursionError:
+        raise Broken(f"JSON {depth_message(limit=max_json_depth())}") from None
     except ValueError as exc:
         raise Broken(f"not JSON: {exc}") from None
+    # The checks below recurse once a level; a record nested past the limit is one broken line.
+    if too_deep(obj, limit=max_json_depth()):
+        raise Broken(f"JSON {depth_message(limit=max_json_depth())}")
     if not isinstance(obj, dict):
         raise Broken(f"expected a JSON object, found {type(obj).__name__}")
     missing = [key for key in ("elements", "coordinates") if key not in obj]

@@ -21,7 +21,8 @@ from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
 from campaigns.services.definitions import (CampaignDefinition, campaign_definition_parse,
                                             campaign_export, campaign_import)
-from campaigns.services.ownership import (campaign_check_changeable, campaign_delete,
+from campaigns.services.ownership import (campaign_check_changeable, campaign_check_name_free,
+                                          campaign_delete,
                                           campaigns_visible, dataset_check_visible,
                                           dataset_create, datasets_visible)
 from campaigns.services.records import ON_ERROR_CHOICES, records_import
@@ -152,7 +153,9 @@ class CampaignListApi(JsonErrors, generics.ListAPIView):
         parameters=[DATASET_PARAM], request=DEFINITION_BODY,
         responses={201: CampaignSerializer, **ERRORS})
     def post(self, request):
-        campaign = campaign_import(definition=_definition(request), owner=request.user,
+        definition = _definition(request)
+        campaign_check_name_free(name=definition.name, source=definition.source)
+        campaign = campaign_import(definition=definition, owner=request.user,
                                    dataset_name=request.query_params.get("dataset"))
         return Response(CampaignSerializer(campaign).data, status=status.HTTP_201_CREATED)
 

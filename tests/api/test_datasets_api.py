@@ -53,7 +53,7 @@ def test_it_creates_a_dataset_owned_by_the_user(api, alice):
 def test_a_bad_or_taken_name_is_a_400_with_the_models_message(api, waters):
     taken = api.post("/api/datasets/", {"name": "waters"}, format="json")
     assert taken.status_code == 400
-    assert taken.json() == {"error": "name: Dataset with this Name already exists."}
+    assert taken.json() == {"error": "name: the name 'waters' is not available; choose another"}
     bad = api.post("/api/datasets/", {"name": "two words"}, format="json")
     assert bad.status_code == 400
     assert bad.json()["error"].startswith("name: Enter a valid “slug”")
