@@ -149,3 +149,15 @@ def test_it_starts_with_the_shipped_settings():
 
     check_rq_queues(queues=settings.RQ_QUEUES, rq=settings.RQ)
     assert settings.RQ_QUEUES["default"]["SERIALIZER"] == JSON_SERIALIZER
+
+
+@pytest.mark.django_db
+def test_the_rqstats_command_reads_the_queue_without_unpickling(rq_on_test_redis, tmp_path,
+                                                              capsys):
+    from django.core.management import call_command
+
+    marker = tmp_path / "pwned"
+    plant_pickled_job(rq_on_test_redis, marker)
+    call_command("rqstats", "--json")  # it prints with print(), not self.stdout
+    assert '"jobs": 1' in capsys.readouterr().out
+    assert not marker.exists()

@@ -63,12 +63,16 @@ VARIABLES = [  # (variable, value, setting, what the setting becomes)
     ("HTPORTAL_MAX_JSON_DEPTH", "8", "MAX_JSON_DEPTH", 8),
     ("HTPORTAL_YAML_MAX_NODES", "500", "YAML_MAX_NODES", 500),
     ("HTPORTAL_LOGIN_RATE", "5/hour", "LOGIN_RATE", "5/hour"),
+    ("HTPORTAL_CACHE_URL", "redis://cache:6379/2", "CACHES",
+     {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                  "LOCATION": "redis://cache:6379/2"}}),
 ]
 DEFAULTS = {"SESSION_COOKIE_SECURE": False, "CSRF_COOKIE_SECURE": False, "SECURE_HSTS_SECONDS": 0,
             "SECURE_HSTS_PRELOAD": False, "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
             "SECURE_SSL_REDIRECT": False, "SECURE_PROXY_SSL_HEADER": None,
             "MAX_BODY_BYTES": 10_485_760, "MAX_UPLOAD_BYTES": 1_073_741_824, "MAX_JSON_DEPTH": 64,
-            "YAML_MAX_NODES": 100_000, "LOGIN_RATE": "10/min"}
+            "YAML_MAX_NODES": 100_000, "LOGIN_RATE": "10/min",
+            "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}}
 
 
 def settings_of(tmp_path, **env: str) -> dict:
