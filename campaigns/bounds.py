@@ -22,19 +22,16 @@ def too_deep(value: Any, *, limit: int) -> bool:
 
     Iterative, so a value nested far deeper than Python's recursion limit is measured too.
     """
+    if not isinstance(value, (dict, list, tuple)):
+        return False
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
-        else:
-            continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, (dict, list, tuple)))
+        for child in (item.values() if isinstance(item, dict) else item):
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
     return False
 
 

@@ -453,15 +453,18 @@ def _jsonl_object(line: str) -> tuple[str | None, dict]:
         raise Broken(f"JSON {depth_message(limit=max_json_depth())}") from None
     except ValueError as exc:
         raise Broken(f"not JSON: {exc}") from None
-    # The checks below recurse once a level; a record nested past the limit is one broken line.
-    if too_deep(obj, limit=max_json_depth()):
-        raise Broken(f"JSON {depth_message(limit=max_json_depth())}")
     if not isinstance(obj, dict):
         raise Broken(f"expected a JSON object, found {type(obj).__name__}")
     missing = [key for key in ("elements", "coordinates") if key not in obj]
     if missing:
         raise Broken(f"missing {', '.join(missing)}")
     elements, coordinates = obj.pop("elements"), obj.pop("coordinates")
+    # The extras are copied by a function that recurses once a level: one nested past the limit
+    # is one broken line, not a RecursionError. (elements and coordinates have fixed shapes,
+    # checked below without recursion.) Most records have only scalar extras: no walk at all.
+    extras = [value for value in obj.values() if isinstance(value, (dict, list))]
+    if extras and too_deep(extras, limit=max_json_depth()):
+        raise Broken(f"JSON {depth_message(limit=max_json_depth())}")
     if type(elements) is not list or {type(e) for e in elements} - {str}:
         raise Broken("elements must be a list of element symbols")
     if type(coordinates) is not list:
