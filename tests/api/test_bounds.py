@@ -210,3 +210,23 @@ def test_drfs_own_errors_have_the_error_shape(api, demo):
     broken = api.generic("POST", "/api/campaigns/", b"{", content_type="application/json")
     assert broken.status_code == 400
     assert broken.json()["error"].startswith("JSON parse error - ")
+
+
+def test_a_path_no_api_route_matches_is_a_404_in_the_error_shape(api):
+    response = api.get("/api/nowhere/")
+    assert response.status_code == 404
+    assert response.json() == {"error": "no API endpoint at /api/nowhere/ (see /api/docs/)"}
+    assert api.get("/api/datasets/two words/").json()["error"].startswith("no API endpoint at ")
+
+
+def test_a_bug_is_a_500_in_the_error_shape(alice, client_for, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("campaigns.api.views.datasets_visible", broken)
+    client = client_for(alice)
+    client.raise_request_exception = False
+    response = client.get("/api/datasets/")
+    assert response.status_code == 500
+    assert response.json()["error"].startswith("internal error: ")
+    assert "a bug" not in response.content.decode()
