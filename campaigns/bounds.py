@@ -37,3 +37,20 @@ def too_deep(value: Any, *, limit: int) -> bool:
 
 def depth_message(*, limit: int) -> str:
     return f"nested deeper than the limit of {limit} (HTPORTAL_MAX_JSON_DEPTH)"
+
+
+def more_nodes_than(value: Any, *, limit: int) -> bool:
+    """True if `value` holds more than `limit` values (containers and scalars, each counted);
+    stops counting at the limit."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False

@@ -26,7 +26,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 
-from campaigns.bounds import depth_message, max_json_depth, too_deep
+from campaigns.bounds import depth_message, max_json_depth, more_nodes_than, too_deep
 from campaigns.errors import ApplicationError
 from campaigns.molecules import READERS
 
@@ -231,6 +231,12 @@ def definition_text(request) -> Tuple[str, str]:
         if upload is None:
             raise ApplicationError("no job definition: send it as the multipart field 'file'")
         return _utf8(upload.read(), upload.name), upload.name
+    # Dumping is slow per node: a 10 MB JSON array of numbers would take a worker for seconds
+    # before the loader's node limit refused it, so the same limit comes first here.
+    limit = int(settings.YAML_MAX_NODES)
+    if more_nodes_than(data, limit=limit):
+        raise ApplicationError(f"{BODY_SOURCE}: the document has more than {limit:,} values, "
+                               "over the limit (HTPORTAL_YAML_MAX_NODES)")
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True), BODY_SOURCE
 
 

@@ -230,3 +230,14 @@ def test_a_bug_is_a_500_in_the_error_shape(alice, client_for, monkeypatch):
     assert response.status_code == 500
     assert response.json()["error"].startswith("internal error: ")
     assert "a bug" not in response.content.decode()
+
+
+def test_a_json_definition_with_too_many_values_is_refused_before_it_is_converted(api, demo):
+    document = __import__("yaml").safe_load(XTB_YAML)
+    document["submit"]["query"] = {"input.charge": {"$in": list(range(200_000))}}
+    started = time.monotonic()
+    response = api.post("/api/campaigns/?dataset=demo", document, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"error": "request body: the document has more than 100,000 "
+                                        "values, over the limit (HTPORTAL_YAML_MAX_NODES)"}
+    assert time.monotonic() - started < 10
