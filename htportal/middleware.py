@@ -6,6 +6,8 @@ from django.conf import settings
 from django.http import HttpResponseNotFound
 from rq.exceptions import DeserializationError
 
+RQ_PAGES = "/admin/django_rq/"
+
 
 class UnreadableJobMiddleware:
     """A django-rq page that meets a job whose data is not JSON (a pickle someone wrote into
@@ -18,7 +20,7 @@ class UnreadableJobMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, DeserializationError):
+        if isinstance(exception, DeserializationError) and request.path.startswith(RQ_PAGES):
             return HttpResponseNotFound(
                 "This RQ job cannot be shown: its data is not JSON, and htportal reads nothing "
                 "else (see docs/security.md). Delete it from Redis.", content_type="text/plain")

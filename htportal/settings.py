@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from htportal.env import env_bool, env_int, env_list, env_str, secret_key
+from htportal.env import env_bool, env_int, env_list, env_rate, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("HTPORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -145,7 +145,7 @@ MAX_JSON_DEPTH = env_int("HTPORTAL_MAX_JSON_DEPTH", 64)
 # (a "billion laughs" file of 600 bytes expands to 10^9).
 YAML_MAX_NODES = env_int("HTPORTAL_YAML_MAX_NODES", 100_000)
 # Wrong passwords allowed per username and client address on /api/token/ (DRF rate syntax).
-LOGIN_RATE = env_str("HTPORTAL_LOGIN_RATE", "10/min")
+LOGIN_RATE = env_rate("HTPORTAL_LOGIN_RATE", "10/min")
 # Behind a TLS-terminating proxy (one hop) that sets X-Forwarded-Proto and X-Forwarded-For.
 BEHIND_TLS_PROXY = env_bool("HTPORTAL_BEHIND_TLS_PROXY", False)
 # The login throttle's counts live in the default cache: per process unless this names a shared

@@ -98,6 +98,23 @@ def test_a_variable_that_is_not_a_boolean_stops_the_portal(tmp_path):
     assert "HTPORTAL_SECURE_COOKIES='maybe' is not a boolean (use true or false)" in result.stderr
 
 
+@pytest.mark.parametrize("raw, ok", [("10/min", True), ("3/s", True), ("100/day", True),
+                                     ("5/hour", True), ("ten/min", False), ("10", False),
+                                     ("10/fortnight", False), ("0/min", False)])
+def test_a_login_rate_is_checked_when_the_settings_load(monkeypatch, raw, ok):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from htportal.env import env_rate
+
+    monkeypatch.setenv("HTPORTAL_LOGIN_RATE", raw)
+    if ok:
+        assert env_rate("HTPORTAL_LOGIN_RATE", "10/min") == raw
+    else:
+        with pytest.raises(ImproperlyConfigured) as caught:
+            env_rate("HTPORTAL_LOGIN_RATE", "10/min")
+        assert str(caught.value).startswith(f"HTPORTAL_LOGIN_RATE={raw!r} is not a rate")
+
+
 @pytest.mark.django_db
 def test_the_dashboard_has_a_strict_content_security_policy(django_user_model, portal_redis):
     client = Client()
