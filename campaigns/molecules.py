@@ -31,6 +31,7 @@ from ase.data import atomic_numbers
 from ase.io import extxyz as ase_extxyz
 from ase.io.sdf import read_sdf as ase_read_sdf
 
+from campaigns.bounds import depth_message, max_json_depth, too_deep
 from campaigns.errors import RecordImportError
 
 DEFAULT_XYZ_PROPERTIES = "species:S:1:pos:R:3"
@@ -468,6 +469,8 @@ def read_jsonl(handle: TextIO) -> Iterator[Item]:
 def _jsonl_object(line: str) -> tuple[str | None, dict]:
     try:
         obj = json.loads(line)
+    except RecursionError:
+        raise Broken(f"JSON {depth_message(limit=max_json_depth())}") from None
     except ValueError as exc:
         raise Broken(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -476,6 +479,12 @@ def _jsonl_object(line: str) -> tuple[str | None, dict]:
     if missing:
         raise Broken(f"missing {', '.join(missing)}")
     elements, coordinates = obj.pop("elements"), obj.pop("coordinates")
+    # The extras are copied by a function that recurses once a level: one nested past the limit
+    # is one broken line, not a RecursionError. (elements and coordinates have fixed shapes,
+    # checked below without recursion.) Most records have only scalar extras: no walk at all.
+    extras = [value for value in obj.values() if isinstance(value, (dict, list))]
+    if extras and too_deep(extras, limit=max_json_depth()):
+        raise Broken(f"JSON {depth_message(limit=max_json_depth())}")
     if type(elements) is not list or {type(e) for e in elements} - {str}:
         raise Broken("elements must be a list of element symbols")
     if type(coordinates) is not list:

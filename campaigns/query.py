@@ -44,6 +44,7 @@ from typing import Any
 from django.db import NotSupportedError
 from django.db.models import BooleanField, F, Func, Q
 
+from campaigns.bounds import depth_message, max_json_depth, too_deep
 from campaigns.errors import QueryError
 
 FIELD_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
@@ -76,6 +77,10 @@ def compile_query(query: Any) -> Q:
     """The Q object selecting the records that `query` selects; QueryError if unsupported."""
     if not isinstance(query, dict):
         raise QueryError(f"a query must be a JSON object, got {_kind(query)}")
+    # The compiler recurses once a level: bound the depth first, so that a deep query is a
+    # QueryError naming the limit, never a RecursionError (a 500).
+    if too_deep(query, limit=max_json_depth()):
+        raise QueryError(f"the query is {depth_message(limit=max_json_depth())}")
     if not query:
         return MATCH_ALL
     return reduce(and_, (_clause(key, value) for key, value in query.items()))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -29,6 +30,19 @@ def env_bool(name: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+_RATE = re.compile(r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate, N/period (period s, min, hour or day), checked at start-up rather
+    than at the first request it would fail."""
+    raw = os.environ.get(name, "") or default
+    if not _RATE.match(raw):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate (use N/s, N/min, N/hour or "
+                                   "N/day, e.g. 10/min)")
+    return raw
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -3,7 +3,11 @@ fresh checkout as it is (SQLite under var/, Redis on localhost, kept files under
 
 Variables: DATABASE_URL, REDIS_URL (redis:// or rediss://, password allowed), HTPORTAL_DEBUG,
 HTPORTAL_SECRET_KEY, HTPORTAL_ALLOWED_HOSTS, HTPORTAL_VAR_DIR, HTPORTAL_STORAGE_DIR,
-HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW.
+HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW; bounds on requests and deployment behind TLS
+(docs/security.md): HTPORTAL_MAX_BODY_BYTES, HTPORTAL_MAX_UPLOAD_BYTES, HTPORTAL_MAX_JSON_DEPTH,
+HTPORTAL_YAML_MAX_NODES, HTPORTAL_LOGIN_RATE, HTPORTAL_CACHE_URL, HTPORTAL_SECURE_COOKIES,
+HTPORTAL_HSTS_SECONDS, HTPORTAL_HSTS_INCLUDE_SUBDOMAINS, HTPORTAL_HSTS_PRELOAD,
+HTPORTAL_SSL_REDIRECT, HTPORTAL_BEHIND_TLS_PROXY.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from htportal.env import env_bool, env_int, env_list, env_str, secret_key
+from htportal.env import env_bool, env_int, env_list, env_rate, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("HTPORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -22,6 +26,7 @@ ALLOWED_HOSTS = env_list("HTPORTAL_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[
 CSRF_TRUSTED_ORIGINS = env_list("HTPORTAL_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "htportal.apps.HtportalConfig",  # start-up guards: no pickle (htportal/nopickle.py)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -47,6 +52,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "htportal.middleware.ContentSecurityPolicyMiddleware",
+    "htportal.middleware.UnreadableJobMiddleware",
 ]
 
 ROOT_URLCONF = "htportal.urls"
@@ -113,8 +120,11 @@ STORAGES = {
 # the URL (redis://:PASSWORD@host:port/db) and TLS from the rediss:// scheme; certificate
 # options ride on the query string (?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem).
 REDIS_URL = env_str("REDIS_URL", "redis://localhost:6379/0")
+# Every queue is JSON: django-rq's pages read SERIALIZER from here (not from RQ) and would fall
+# back to pickle; htportal/nopickle.py refuses to start otherwise and disables the fallback.
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600,
+                "SERIALIZER": "rq.serializers.JSONSerializer"},
 }
 RQ = {"JOB_CLASS": "rq.job.Job", "SERIALIZER": "rq.serializers.JSONSerializer"}
 # The feeder keeps at most this many jobs waiting in Redis per worker queue (e.g. xtb's three
@@ -128,6 +138,28 @@ COLLECT_MAX_BATCH_BYTES = env_int("HTPORTAL_COLLECT_MAX_BATCH_BYTES", 64 * 1024 
 COLLECT_MAX_DEPTH = env_int("HTPORTAL_COLLECT_MAX_DEPTH", 64)
 COLLECT_MAX_KEPT_FILE_BYTES = env_int("HTPORTAL_COLLECT_MAX_KEPT_FILE_BYTES", 128 * 1024 * 1024)
 
+# --- bounds on what users send (docs/security.md) ---------------------------------------------
+# DRF's parsers ignore DATA_UPLOAD_MAX_MEMORY_SIZE; campaigns/api/parsers.py enforces these on
+# Content-Length and while reading: an API body (a job definition, JSON) and a molecule upload,
+# which is streamed to a file and may be much larger.
+MAX_BODY_BYTES = env_int("HTPORTAL_MAX_BODY_BYTES", 10 * 1024 * 1024)
+MAX_UPLOAD_BYTES = env_int("HTPORTAL_MAX_UPLOAD_BYTES", 1024 * 1024 * 1024)
+# How deep a JSON or YAML value may nest: queries, API bodies, JSON Lines records.
+MAX_JSON_DEPTH = env_int("HTPORTAL_MAX_JSON_DEPTH", 64)
+# A job definition file may hold at most this many YAML nodes once its aliases are expanded
+# (a "billion laughs" file of 600 bytes expands to 10^9).
+YAML_MAX_NODES = env_int("HTPORTAL_YAML_MAX_NODES", 100_000)
+# Wrong passwords allowed per username and client address on /api/token/ (DRF rate syntax).
+LOGIN_RATE = env_rate("HTPORTAL_LOGIN_RATE", "10/min")
+# Behind a TLS-terminating proxy (one hop) that sets X-Forwarded-Proto and X-Forwarded-For.
+BEHIND_TLS_PROXY = env_bool("HTPORTAL_BEHIND_TLS_PROXY", False)
+# The login throttle's counts live in the default cache: per process unless this names a shared
+# Redis (redis://...), e.g. a database of REDIS_URL's server other than the queues'.
+CACHE_URL = env_str("HTPORTAL_CACHE_URL", "")
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": CACHE_URL}}
+
 # Every endpoint needs a login: a token for scripts, the session for the browser.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -136,6 +168,15 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every error, DRF's own included, is {"error": "..."} (campaigns/api/base.py).
+    "EXCEPTION_HANDLER": "campaigns.api.base.error_handler",
+    "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.BoundedJSONParser",
+                               "rest_framework.parsers.FormParser",
+                               "campaigns.api.parsers.BoundedMultiPartParser"],
+    "DEFAULT_THROTTLE_RATES": {"login": LOGIN_RATE},
+    # The client address for throttles: REMOTE_ADDR, or the proxy's X-Forwarded-For entry;
+    # never the whole header, which a client could vary to dodge the login throttle.
+    "NUM_PROXIES": 1 if BEHIND_TLS_PROXY else 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "htportal API",
@@ -153,6 +194,20 @@ LOGIN_URL = "/admin/login/"
 # Uploads of job definition files and records go through the admin; 64 MB is ample for a
 # definition file with a receptor and stops a runaway upload.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
+
+# --- deployment behind TLS (all off by default so that a checkout runs on http://localhost) ----
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("HTPORTAL_SECURE_COOKIES", False)
+SECURE_HSTS_SECONDS = env_int("HTPORTAL_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HTPORTAL_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("HTPORTAL_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("HTPORTAL_SSL_REDIRECT", False)
+# Trust X-Forwarded-Proto only from a proxy that sets it (and strips the client's).
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The dashboard's pages load scripts and styles from this site only (htportal/middleware.py).
+DASHBOARD_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                 "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+                 "form-action 'self'; frame-ancestors 'none'")
 
 LOGGING = {
     "version": 1,
@@ -192,12 +247,11 @@ REDIS_ADMIN_URL = env_str("HTPORTAL_REDIS_ADMIN_URL", REDIS_URL)
 # The portal's own background jobs (upload imports, launches: campaigns/portal_jobs_rq.py) go
 # to a queue of their own that grid workers never listen on, worked by
 # `manage.py rqworker --serializer rq.serializers.JSONSerializer --job-class
-# campaigns.portal_jobs_rq.PortalRqJob htportal-portal` (Procfile). HTPORTAL_UPLOAD_MAX_BYTES
-# bounds one molecule upload; a job silent for HTPORTAL_PORTAL_JOB_HEARTBEAT_S is failed.
+# campaigns.portal_jobs_rq.PortalRqJob htportal-portal` (Procfile). HTPORTAL_MAX_UPLOAD_BYTES
+# (above) bounds one molecule upload; a job silent for HTPORTAL_PORTAL_JOB_HEARTBEAT_S is failed.
 PORTAL_JOBS_QUEUE = "htportal-portal"
 RQ_QUEUES[PORTAL_JOBS_QUEUE] = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 6 * 3600,
                                 "SERIALIZER": "rq.serializers.JSONSerializer"}
-UPLOAD_MAX_BYTES = env_int("HTPORTAL_UPLOAD_MAX_BYTES", 1024 * 1024 * 1024)
 UPLOAD_DIR = Path(env_str("HTPORTAL_UPLOAD_DIR", str(VAR_DIR / "uploads")))
 PORTAL_JOB_TIMEOUT_S = env_int("HTPORTAL_PORTAL_JOB_TIMEOUT_S", 6 * 3600)
 PORTAL_JOB_HEARTBEAT_S = env_int("HTPORTAL_PORTAL_JOB_HEARTBEAT_S", 300)

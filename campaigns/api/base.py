@@ -1,30 +1,38 @@
-"""What every API view shares: errors as 400 {"error": "..."} with the service's message."""
+"""What every API view shares: errors as {"error": "..."} (400 with the service's message)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from django.shortcuts import get_object_or_404
 from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.views import exception_handler
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
 from campaigns.services.ownership import NotChangeable, campaigns_visible
 
 
-class JsonErrors:
-    """Mixin for API views: a service's ApplicationError becomes 400 {"error": message} (409 for
-    a campaign that is no longer a draft); DRF's own errors (401, 403, 404, 405, 415, a field
-    error) keep their status with their message under "error" too. Anything else still raises,
-    so a bug is a 500, never a quiet 400."""
+def error_handler(exc: Exception, context: dict) -> Optional[Response]:
+    """REST_FRAMEWORK's EXCEPTION_HANDLER: every API error is {"error": "..."}.
 
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, ApplicationError):
-            code = status.HTTP_409_CONFLICT if isinstance(exc, NotChangeable) else status.HTTP_400_BAD_REQUEST
-            return Response({"error": str(exc)}, status=code)
-        response = super().handle_exception(exc)
+    A service's ApplicationError becomes 400 with its message (409 for a campaign that is no
+    longer a draft); DRF's own errors (400, 401, 403, 404, 405, 413, 415, 429, the token
+    endpoint's) keep their status and headers (Retry-After, WWW-Authenticate) with their message
+    under "error". Anything else returns None, so DRF re-raises it: a bug is a 500, never a quiet
+    400."""
+    if isinstance(exc, ApplicationError):
+        code = status.HTTP_409_CONFLICT if isinstance(exc, NotChangeable) else status.HTTP_400_BAD_REQUEST
+        return Response({"error": str(exc)}, status=code)
+    response = exception_handler(exc, context)
+    if response is not None:
         response.data = {"error": error_text(response.data)}
-        return response
+    return response
+
+
+class JsonErrors:
+    """Mixin kept for the views that name it: error_handler, set for every API view in
+    settings.REST_FRAMEWORK, now gives every error the {"error": ...} shape."""
 
 
 class AnyAccept:
@@ -38,8 +46,8 @@ class AnyAccept:
 def error_text(data: Any) -> str:
     """DRF's error data ({"detail": ...}, {"field": [messages]}, [messages]) as one line."""
     if isinstance(data, dict):
-        if set(data) == {"detail"}:
-            return str(data["detail"])
+        if set(data) <= {"detail", "non_field_errors"}:  # not about one field: no prefix
+            return " ".join(error_text(value) for value in data.values())
         return "; ".join(f"{key}: {error_text(value)}" for key, value in data.items())
     if isinstance(data, list):
         return " ".join(error_text(item) for item in data)

@@ -1,4 +1,10 @@
-"""Request bodies: job definition files as YAML text, molecule files spooled to disk.
+"""Request bodies: job definition files as YAML text, molecule files spooled to disk, JSON.
+
+Every body is bounded (docs/security.md): DRF's parsers do not apply Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE, so each parser here refuses a Content-Length over its limit before
+reading anything and stops reading past it, with 413 {"error": "request body is N bytes, over the
+limit of M (HTPORTAL_MAX_BODY_BYTES)"}. A definition or JSON body has settings.MAX_BODY_BYTES; a
+molecule upload has its own, larger settings.MAX_UPLOAD_BYTES.
 
 A molecule upload is never held in memory: its body (or its multipart file) is copied a chunk at
 a time into a temporary file named like the upload, since records_import picks the reader by the
@@ -6,22 +12,112 @@ file's extension and names the file in its messages.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Tuple
+from typing import Iterable, Iterator, Tuple
 
 import yaml
-from rest_framework.parsers import BaseParser
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 
+from campaigns.bounds import depth_message, max_json_depth, more_nodes_than, too_deep
 from campaigns.errors import ApplicationError
 from campaigns.molecules import READERS
 
 CHUNK_BYTES = 1024 * 1024
 BODY_SOURCE = "request body"
+BODY_LIMIT = "MAX_BODY_BYTES"  # setting names; the variable is HTPORTAL_<name>
+UPLOAD_LIMIT = "MAX_UPLOAD_BYTES"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "body_too_large"
+
+
+def body_limit(setting: str) -> int:
+    return int(getattr(settings, setting))
+
+
+def check_length(parser_context, setting: str) -> int:
+    """The limit `setting` names; BodyTooLarge if the request's Content-Length is over it."""
+    limit = body_limit(setting)
+    request = (parser_context or {}).get("request")
+    raw = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+    if str(raw).isdigit() and int(raw) > limit:
+        raise BodyTooLarge(f"request body is {int(raw):,} bytes, over the limit of {limit:,} "
+                           f"(HTPORTAL_{setting})")
+    return limit
+
+
+def bounded_chunks(stream, limit: int, setting: str) -> Iterator[bytes]:
+    """The stream's chunks; BodyTooLarge as soon as more than `limit` bytes came (a body that
+    has no Content-Length or lies about it)."""
+    total = 0
+    while chunk := stream.read(CHUNK_BYTES):
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit:,} bytes "
+                               f"(HTPORTAL_{setting})")
+        yield chunk
+
+
+def read_body(stream, parser_context, setting: str = BODY_LIMIT) -> bytes:
+    """The whole body, within the limit `setting` names."""
+    limit = check_length(parser_context, setting)
+    return b"".join(bounded_chunks(stream, limit, setting)) if stream is not None else b""
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a finite number")
+
+
+class BoundedJSONParser(JSONParser):
+    """DRF's JSON parser within MAX_BODY_BYTES and MAX_JSON_DEPTH; NaN and Infinity refused."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = read_body(stream, parser_context)
+        try:
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except RecursionError:
+            raise ParseError(f"JSON parse error - {depth_message(limit=max_json_depth())}") from None
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
+            raise ParseError(f"JSON parse error - {exc}") from None
+        if too_deep(data, limit=max_json_depth()):
+            raise ParseError(f"JSON parse error - {depth_message(limit=max_json_depth())}")
+        return data
+
+
+class BoundedFormParser(FormParser):
+    """DRF's form parser within MAX_BODY_BYTES."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        check_length(parser_context, BODY_LIMIT)
+        return super().parse(stream, media_type, parser_context)
+
+
+class BoundedMultiPartParser(MultiPartParser):
+    """DRF's multipart parser, refusing a Content-Length over `limit_setting` (Django streams
+    the files to temporary files and reads no more than Content-Length)."""
+
+    limit_setting = BODY_LIMIT
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        check_length(parser_context, self.limit_setting)
+        return super().parse(stream, media_type, parser_context)
+
+
+class UploadMultiPartParser(BoundedMultiPartParser):
+    """A molecule file as the multipart field 'file': the upload limit, not the body limit."""
+
+    limit_setting = UPLOAD_LIMIT
 
 
 class YamlParser(BaseParser):
@@ -30,7 +126,7 @@ class YamlParser(BaseParser):
     media_type = "application/yaml"
 
     def parse(self, stream, media_type=None, parser_context=None) -> str:
-        return _utf8(stream.read() if stream is not None else b"", BODY_SOURCE)
+        return _utf8(read_body(stream, parser_context), BODY_SOURCE)
 
 
 class TextYamlParser(YamlParser):
@@ -69,18 +165,14 @@ def spool(chunks: Iterable[bytes], name: str) -> Spooled:
     return spooled
 
 
-def _stream_chunks(stream) -> Iterable[bytes]:
-    while chunk := stream.read(CHUNK_BYTES):
-        yield chunk
-
-
 class MoleculeFileParser(BaseParser):
     """A molecule file as the body; `extension` picks the reader."""
 
     extension = ".jsonl"
 
     def parse(self, stream, media_type=None, parser_context=None) -> Spooled:
-        return spool(_stream_chunks(stream) if stream is not None else [],
+        limit = check_length(parser_context, UPLOAD_LIMIT)
+        return spool(bounded_chunks(stream, limit, UPLOAD_LIMIT) if stream is not None else [],
                      f"upload{self.extension}")
 
 
@@ -139,6 +231,12 @@ def definition_text(request) -> Tuple[str, str]:
         if upload is None:
             raise ApplicationError("no job definition: send it as the multipart field 'file'")
         return _utf8(upload.read(), upload.name), upload.name
+    # Dumping is slow per node: a 10 MB JSON array of numbers would take a worker for seconds
+    # before the loader's node limit refused it, so the same limit comes first here.
+    limit = int(settings.YAML_MAX_NODES)
+    if more_nodes_than(data, limit=limit):
+        raise ApplicationError(f"{BODY_SOURCE}: the document has more than {limit:,} values, "
+                               "over the limit (HTPORTAL_YAML_MAX_NODES)")
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True), BODY_SOURCE
 
 

@@ -1,20 +1,19 @@
 """The REST API (Django REST framework): thin views onto the services and selectors.
 
-Every route needs a login (a token or the session) except /api/token/, which hands out tokens.
+Every route needs a login (a token or the session) except /api/token/, which hands out tokens (wrong passwords throttled, campaigns/api/login.py).
 See docs/api.md.
 """
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
-from campaigns.api import jobs, lifecycle, results, views
+from campaigns.api import jobs, lifecycle, login, results, views
 
 campaign = "campaigns/<slug:name>/"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("token/", obtain_auth_token, name="api-token"),
+    path("token/", login.LoginApi.as_view(), name="api-token"),
     path("datasets/", views.DatasetListApi.as_view(), name="api-datasets"),
     path("datasets/<slug:name>/", views.DatasetDetailApi.as_view(), name="api-dataset"),
     path("datasets/<slug:name>/records/", views.DatasetRecordsApi.as_view(),

@@ -8,15 +8,15 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api.base import AnyAccept, JsonErrors, campaign_of
 from campaigns.api.jobs import JobEnvelopeSerializer, job_accepted
 from campaigns.api.pagination import AfterIdPagination
-from campaigns.api.parsers import (MOLECULE_PARSERS, YAML_PARSERS, definition_text,
-                                   molecule_upload)
+from campaigns.api.parsers import (MOLECULE_PARSERS, YAML_PARSERS, BoundedJSONParser,
+                                   BoundedMultiPartParser, UploadMultiPartParser,
+                                   definition_text, molecule_upload)
 from campaigns.api.serializers import (CampaignSerializer, DatasetCreateSerializer,
                                        DatasetSerializer, DefinitionFileSerializer,
                                        DefinitionSerializer, ErrorSerializer,
@@ -26,7 +26,8 @@ from campaigns.models import Campaign, Dataset
 from campaigns.molecules import reader_for
 from campaigns.services.definitions import (CampaignDefinition, campaign_definition_parse,
                                             campaign_export, campaign_import)
-from campaigns.services.ownership import (campaign_check_changeable, campaign_delete,
+from campaigns.services.ownership import (campaign_check_changeable, campaign_check_name_free,
+                                          campaign_delete,
                                           campaigns_visible, dataset_check_visible,
                                           dataset_create, datasets_visible)
 from campaigns.services.portal_jobs import records_import_queue, upload_directory
@@ -83,13 +84,13 @@ class DatasetDetailApi(JsonErrors, generics.RetrieveAPIView):
 
 @extend_schema(parameters=[NAME])
 class DatasetRecordsApi(JsonErrors, APIView):
-    parser_classes = [*MOLECULE_PARSERS, MultiPartParser]
+    parser_classes = [*MOLECULE_PARSERS, UploadMultiPartParser]
 
     @extend_schema(
         summary="Upload molecules in bulk (JSON Lines, extended XYZ, XYZ, SDF): a background job",
         description=(
             "The body is the molecule file (its Content-Type picks the reader), or a multipart "
-            "field 'file' (its name's extension picks it), at most HTPORTAL_UPLOAD_MAX_BYTES "
+            "field 'file' (its name's extension picks it), at most HTPORTAL_MAX_UPLOAD_BYTES "
             "(413 above). It is streamed to a file and imported by a background job: the answer "
             "is 202 {\"job\": {\"id\", \"state\": \"queued\", \"url\"}}; poll the url "
             "(GET /api/jobs/ID/) until done or failed. Ids already in the dataset are left as "
@@ -114,7 +115,7 @@ class DatasetRecordsApi(JsonErrors, APIView):
         if dataset.store != Dataset.Store.SQL:
             raise ApplicationError(f"dataset {dataset.name!r} is stored in MongoDB; uploads "
                                    "write SQL-stored datasets only")
-        limit = settings.UPLOAD_MAX_BYTES
+        limit = settings.MAX_UPLOAD_BYTES
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > limit:
             return _too_large(int(declared), limit)
@@ -143,7 +144,7 @@ class DatasetRecordsApi(JsonErrors, APIView):
 
 def _too_large(size: int, limit: int) -> Response:
     return Response({"error": f"the upload is {size:,} bytes; at most {limit:,} are allowed "
-                              "(HTPORTAL_UPLOAD_MAX_BYTES): send the file in parts"},
+                              "(HTPORTAL_MAX_UPLOAD_BYTES): send the file in parts"},
                     status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
 
 
@@ -161,7 +162,7 @@ def _definition(request) -> CampaignDefinition:
 class CampaignListApi(JsonErrors, generics.ListAPIView):
     serializer_class = CampaignSerializer
     pagination_class = AfterIdPagination
-    parser_classes = [JSONParser, *YAML_PARSERS, MultiPartParser]
+    parser_classes = [BoundedJSONParser, *YAML_PARSERS, BoundedMultiPartParser]
 
     def get_queryset(self):
         return campaigns_visible(user=self.request.user).prefetch_related("arg_sets")
@@ -179,7 +180,9 @@ class CampaignListApi(JsonErrors, generics.ListAPIView):
         parameters=[DATASET_PARAM], request=DEFINITION_BODY,
         responses={201: CampaignSerializer, **ERRORS})
     def post(self, request):
-        campaign = campaign_import(definition=_definition(request), owner=request.user,
+        definition = _definition(request)
+        campaign_check_name_free(name=definition.name, source=definition.source)
+        campaign = campaign_import(definition=definition, owner=request.user,
                                    dataset_name=request.query_params.get("dataset"))
         return Response(CampaignSerializer(campaign).data, status=status.HTTP_201_CREATED)
 
@@ -188,7 +191,7 @@ class CampaignListApi(JsonErrors, generics.ListAPIView):
 class CampaignDetailApi(JsonErrors, generics.RetrieveAPIView):
     serializer_class = CampaignSerializer
     lookup_field = "name"
-    parser_classes = [JSONParser, *YAML_PARSERS, MultiPartParser]
+    parser_classes = [BoundedJSONParser, *YAML_PARSERS, BoundedMultiPartParser]
 
     def get_queryset(self):
         return campaigns_visible(user=self.request.user).prefetch_related("arg_sets")

@@ -17,14 +17,17 @@ Every key must be known. Errors name the source, the place in it and the problem
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
+from django.conf import settings
 from django.db import router, transaction
 
+from campaigns.bounds import depth_message, max_json_depth
 from campaigns.errors import ApplicationError, DefinitionError
 from campaigns.models import ArgSet, Campaign, Dataset
 from campaigns.selectors import campaign_arg_sets, dataset_names
@@ -98,11 +101,74 @@ def _check_mapping(value: Any, allowed: Sequence[str], required: Sequence[str]) 
     return value
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """yaml's safe loader, except that a key written twice in one mapping is an error.
+class _TooBig(yaml.YAMLError):
+    """A YAML document over a bound: the message says which, and its variable."""
 
-    Plain YAML keeps the last value silently, which would drop what the user wrote first.
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key written twice in one mapping is an error, and that a
+    document is bounded: at most settings.MAX_JSON_DEPTH levels of nesting and
+    settings.YAML_MAX_NODES nodes once aliases are expanded, no recursive alias.
+
+    Plain YAML keeps the last value silently, which would drop what the user wrote first. And an
+    alias costs nothing to write but everything to expand: a 600-byte "billion laughs" file is
+    10^9 nodes to whatever walks the result (the query compiler, the JSON encoder), so the
+    composed graph is measured, each alias counted at its full size, before anything is built.
     """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.max_depth = max_json_depth()
+        self.max_nodes = int(getattr(settings, "YAML_MAX_NODES", 100_000))
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > self.max_depth:
+                raise _TooBig(f"{_mark_text(self.peek_event().start_mark)}: "
+                              f"{depth_message(limit=self.max_depth)}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        self._measure(node, 0, {}, set())
+        return node
+
+    def _measure(self, node: yaml.Node, depth: int, done: Dict[int, Tuple[int, int]],
+                 open_: set) -> int:
+        """The node's size with aliases expanded (memoised: a shared node is measured once);
+        _TooBig past a bound. `done` holds (size, levels) by node id."""
+        if id(node) in done:
+            size, levels = done[id(node)]
+            if depth + levels > self.max_depth:
+                raise _TooBig(f"{_mark_text(node.start_mark)}: an alias of this makes the "
+                              f"document {depth_message(limit=self.max_depth)}")
+            return size
+        if id(node) in open_:
+            raise _TooBig(f"{_mark_text(node.start_mark)}: a recursive alias (a node that "
+                          "contains itself) is not allowed")
+        if isinstance(node, yaml.ScalarNode):
+            done[id(node)] = (1, 0)
+            return 1
+        if depth + 1 > self.max_depth:
+            raise _TooBig(f"{_mark_text(node.start_mark)}: {depth_message(limit=self.max_depth)}")
+        open_.add(id(node))
+        children = ([part for pair in node.value for part in pair]
+                    if isinstance(node, yaml.MappingNode) else node.value)
+        size, levels = 1, 1
+        for child in children:
+            size += self._measure(child, depth + 1, done, open_)
+            levels = max(levels, 1 + done[id(child)][1])
+            if size > self.max_nodes:
+                raise _TooBig(f"the document has more than {self.max_nodes:,} YAML nodes with "
+                              "its aliases expanded (each use of an alias counts its whole "
+                              "value), over the limit (HTPORTAL_YAML_MAX_NODES)")
+        open_.discard(id(node))
+        done[id(node)] = (size, levels)
+        return size
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         seen: Dict[Any, yaml.Mark] = {}
@@ -124,7 +190,9 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _load_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _TooBig as exc:
+        raise DefinitionError(f"{source}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         # The problem mark is where yaml gave up; the context mark, where the broken part began.
         where = f"{_mark_text(exc.problem_mark)}: " if exc.problem_mark else ""
@@ -135,6 +203,26 @@ def _load_yaml(text: str, source: str) -> Any:
         raise DefinitionError(message) from None
     except yaml.YAMLError as exc:
         raise DefinitionError(f"{source}: malformed YAML: {exc}") from None
+    _check_finite(document, source)
+    return document
+
+
+def _check_finite(document: Any, source: str) -> None:
+    """DefinitionError naming the first .inf or .nan in the document by its place
+    (campaign_config.args[0].temperature): no program, query or JSON column takes one."""
+    stack: List[Tuple[str, Any]] = [("", document)]
+    while stack:
+        place, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            spelled = ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+            raise DefinitionError(f"{source}: {place or 'top level'}: {spelled} is not a finite "
+                                  "number (.inf, -.inf and .nan are not allowed)")
+        if isinstance(value, dict):
+            stack.extend((f"{place}.{key}" if place else str(key), item)
+                         for key, item in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{place}[{index}]", item)
+                         for index, item in reversed(list(enumerate(value))))
 
 
 def _mark_text(mark: yaml.Mark) -> str:

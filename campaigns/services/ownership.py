@@ -39,14 +39,31 @@ def dataset_check_visible(*, user, name: str | None) -> None:
                            f"(yours: {known or 'none yet'})")
 
 
+def name_taken_message(name: str) -> str:
+    """What a user hears for a name already in use, theirs or anyone's: names are unique across
+    users (they are slugs in job ids and queue keys), and saying whose it is, or that it is
+    someone else's, would tell one user about another's objects."""
+    return f"the name {name!r} is not available; choose another"
+
+
+def campaign_check_name_free(*, name: str, source: str) -> None:
+    """ApplicationError (neutral, name_taken_message) if a campaign called `name` exists."""
+    if Campaign.objects.filter(name=name).exists():
+        raise ApplicationError(f"{source}: campaign: {name_taken_message(name)}")
+
+
 def dataset_create(*, name: str, description: str = "", owner) -> Dataset:
-    """A new SQL-stored dataset owned by `owner`; ApplicationError naming the bad field."""
+    """A new SQL-stored dataset owned by `owner`; ApplicationError naming the bad field (a taken
+    name in the neutral words of name_taken_message)."""
     dataset = Dataset(name=name, description=description, owner=owner)
     try:
         dataset.full_clean()
     except ValidationError as exc:
+        errors = exc.error_dict
+        if any(error.code == "unique" for error in errors.get("name", [])):
+            errors["name"] = [ValidationError(name_taken_message(name))]
         raise ApplicationError("; ".join(f"{field}: {' '.join(messages)}" for field, messages
-                                         in exc.message_dict.items())) from None
+                                         in ValidationError(errors).message_dict.items())) from None
     dataset.save()
     return dataset
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -130,3 +131,69 @@ def test_lists_hold_only_ones_own_but_staff_sees_all(api, client_for, bob, staff
     assert len(names(client_for(staff), "datasets")) == 4
     assert client_for(staff).get("/api/campaigns/their_run/").json()["owner"] == "bob"
     assert client_for(staff).get("/api/datasets/theirs/").status_code == 200
+
+
+# --- the login throttle ----------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_login_counts():
+    """No failed logins counted yet (the shipped rate: 10 failures a minute)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def login(password: str, username: str = "alice", **extra):
+    return APIClient().post("/api/token/", {"username": username, "password": password},
+                            format="json", **extra)
+
+
+@pytest.mark.django_db
+def test_a_wrong_password_is_an_error_in_the_api_shape(alice, fresh_login_counts):
+    response = login("nope")
+    assert response.status_code == 400
+    assert response.json() == {"error": "Unable to log in with provided credentials."}
+
+
+@pytest.mark.django_db
+def test_the_eleventh_wrong_password_in_a_minute_is_429_and_so_is_the_right_one(alice, fresh_login_counts):
+    for _ in range(10):
+        assert login("nope").status_code == 400
+    refused = login("nope")
+    assert refused.status_code == 429
+    assert refused.json()["error"].startswith("Request was throttled. Expected available in ")
+    assert int(refused.headers["Retry-After"]) > 0
+    right = login(PASSWORD)
+    assert right.status_code == 429
+    assert "token" not in right.json()
+
+
+@pytest.mark.django_db
+def test_right_passwords_do_not_count(alice, fresh_login_counts):
+    for _ in range(15):
+        assert login(PASSWORD).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_count_is_per_username_and_address(alice, bob, fresh_login_counts):
+    for _ in range(10):
+        login("nope")
+    assert login("nope").status_code == 429
+    assert login(PASSWORD, username="bob").status_code == 200
+    assert login(PASSWORD, REMOTE_ADDR="10.0.0.2").status_code == 200
+    # A client cannot pick its own address: X-Forwarded-For is not read without a proxy.
+    assert login(PASSWORD, HTTP_X_FORWARDED_FOR="10.9.9.9").status_code == 429
+
+
+@pytest.mark.django_db
+def test_the_right_password_works_again_once_the_window_passes(alice, fresh_login_counts, monkeypatch):
+    from campaigns.api.login import FailedLoginThrottle
+
+    monkeypatch.setattr(FailedLoginThrottle, "THROTTLE_RATES", {"login": "3/s"})
+    for _ in range(3):
+        login("nope")
+    assert login(PASSWORD).status_code == 429
+    time.sleep(1.1)
+    assert login(PASSWORD).status_code == 200

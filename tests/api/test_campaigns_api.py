@@ -128,7 +128,20 @@ def test_creating_a_taken_name_is_refused(api, demo):
     post_yaml(api, XTB_YAML)
     response = post_yaml(api, XTB_YAML)
     assert response.status_code == 400
-    assert "a campaign named 'xtb_demo' already exists" in response.json()["error"]
+    assert response.json() == {"error": "request body: campaign: the name 'xtb_demo' is not "
+                                        "available; choose another"}
+
+
+def test_a_name_another_user_took_gets_the_same_words(api, client_for, bob, demo,
+                                                      owned_dataset):
+    """Whose the name is, or that it is someone else's, is not said: bob hears what alice would."""
+    owned_dataset("bobs", owner=bob)
+    assert post_yaml(api, XTB_YAML).status_code == 201
+    theirs = post_yaml(client_for(bob), XTB_YAML, query="?dataset=bobs")
+    assert theirs.status_code == 400
+    assert theirs.json() == {"error": "request body: campaign: the name 'xtb_demo' is not "
+                                      "available; choose another"}
+    assert "alice" not in theirs.content.decode()
 
 
 @pytest.mark.parametrize("state", ["running", "paused", "done", "cancelled"])

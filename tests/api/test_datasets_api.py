@@ -74,7 +74,7 @@ def test_it_creates_a_dataset_owned_by_the_user(api, alice):
 def test_a_bad_or_taken_name_is_a_400_with_the_models_message(api, waters):
     taken = api.post("/api/datasets/", {"name": "waters"}, format="json")
     assert taken.status_code == 400
-    assert taken.json() == {"error": "name: Dataset with this Name already exists."}
+    assert taken.json() == {"error": "name: the name 'waters' is not available; choose another"}
     bad = api.post("/api/datasets/", {"name": "two words"}, format="json")
     assert bad.status_code == 400
     assert bad.json()["error"].startswith("name: Enter a valid “slug”")
@@ -173,11 +173,11 @@ def test_an_unknown_file_extension_is_refused_at_once(api, waters):
 
 
 def test_an_upload_above_the_limit_is_413_and_starts_no_job(api, waters, settings):
-    settings.UPLOAD_MAX_BYTES = 1000
+    settings.MAX_UPLOAD_BYTES = 1000
     response = send(api, jsonl(20))
     assert response.status_code == 413
     assert response.json() == {"error": f"the upload is {len(jsonl(20)):,} bytes; at most 1,000 "
-                                        "are allowed (HTPORTAL_UPLOAD_MAX_BYTES): send the file "
+                                        "are allowed (HTPORTAL_MAX_UPLOAD_BYTES): send the file "
                                         "in parts"}
     assert not waters.records.exists()
     from campaigns.models import PortalJob

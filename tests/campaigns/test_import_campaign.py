@@ -267,3 +267,54 @@ def test_the_command_exits_non_zero_with_the_message_on_stderr(write_definition,
     assert result.stderr == (f"CommandError: {path}: campaign_config.args[0] (wb97md3bj): unknown parser "
                              f"'orca.totl_energy' (known: {KNOWN_PARSERS})\n")
     assert result.stdout == ""
+
+
+# --- hostile files: alias bombs, non-finite numbers -------------------------------------------
+
+LAUGHS = "".join(
+    f"    l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9) if n else ', '.join(['lol'] * 9)}]\n"
+    for n in range(10))
+
+
+@pytest.mark.django_db
+def test_a_billion_laughs_file_is_refused_fast_and_small(write_definition, demo_dataset):
+    import time
+    import tracemalloc
+
+    path = write_definition(changed("    wb97mv.wb97md3bj: null\n", LAUGHS))
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(CommandError) as caught:
+            run_import(path, "--dataset", "demo")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (f"{path}: the document has more than 100,000 YAML nodes with "
+                                 "its aliases expanded (each use of an alias counts its whole "
+                                 "value), over the limit (HTPORTAL_YAML_MAX_NODES)")
+    assert time.monotonic() - started < 5
+    assert peak < 50 * 1024 * 1024
+    assert not Campaign.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_file_nested_past_the_depth_limit_is_refused(write_definition, demo_dataset):
+    path = write_definition(changed("    wb97mv.wb97md3bj: null\n",
+                                    "    x: " + "[" * 100 + "]" * 100 + "\n"))
+    with pytest.raises(CommandError) as caught:
+        run_import(path, "--dataset", "demo")
+    assert str(caught.value) == (f"{path}: line 26, column 69: nested deeper than the limit of 64 "
+                                 "(HTPORTAL_MAX_JSON_DEPTH)")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", [".inf", "-.Inf", ".NaN"])
+def test_a_non_finite_number_is_refused_naming_its_field(write_definition, demo_dataset, value):
+    path = write_definition(changed("  job_timeout: ", f"  job_timeout: {value}\n  # was: "))
+    with pytest.raises(CommandError) as caught:
+        run_import(path, "--dataset", "demo")
+    spelled = {".inf": ".inf", "-.Inf": "-.inf", ".NaN": ".nan"}[value]
+    assert str(caught.value) == (f"{path}: campaign_config.job_timeout: {spelled} is not a finite "
+                                 "number (.inf, -.inf and .nan are not allowed)")
+    assert not Campaign.objects.exists()

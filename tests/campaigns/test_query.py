@@ -172,3 +172,26 @@ def test_it_refuses_what_is_outside_the_subset(query, message):
 def test_validate_query_accepts_every_supported_case():
     for query, _ in CASES:
         assert validate_query(query) is None
+
+
+def nested(depth: int) -> dict:
+    query: dict = {"wb97mv.wb97md3bj": None}
+    for _ in range(depth):
+        query = {"$or": [query]}
+    return query
+
+
+def test_a_query_nested_past_the_limit_is_a_query_error_naming_it():
+    with pytest.raises(QueryError) as caught:
+        compile_query(nested(200))
+    assert str(caught.value) == ("the query is nested deeper than the limit of 64 "
+                                 "(HTPORTAL_MAX_JSON_DEPTH)")
+
+
+def test_a_query_nested_far_past_pythons_recursion_limit_is_refused_too():
+    with pytest.raises(QueryError):
+        compile_query(nested(5000))
+
+
+def test_a_query_just_within_the_limit_compiles():
+    compile_query(nested(31))  # {"$or": [ ... ]} is two levels a step: 63 levels

@@ -80,7 +80,7 @@ def test_it_shows_each_campaign_with_a_stacked_progress_bar(owner_client, make_l
     # 20 tasks: done 6 = 30 %, failed 2 = 10 %, running 1 = 5 %, queued 3 = 15 %.
     for state, width in (("done", "30.000%"), ("failed", "10.000%"), ("running", "5.000%"),
                          ("queued", "15.000%")):
-        assert f'class="seg seg-{state}" style="width: {width}"' in body
+        assert f'class="seg seg-{state}" data-width="{width}"' in body
     for label in ("done 6", "failed 2", "running 1", "queued 3", "pending 8", "40 %"):
         assert label in body
     # 8 finished in the last 10 minutes: 0.8/min; 12 remaining at that rate: 15 minutes.

@@ -2,8 +2,10 @@
 heartbeats, passwords and a Redis restart. Signals are in test_worker_signals.py."""
 from __future__ import annotations
 
+import functools
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -18,6 +20,14 @@ from rq.serializers import JSONSerializer
 
 from tests import servers
 from workers.runtime import config, registry
+
+
+class PickleSerializer:
+    """rq's pickle serializer, spelled out: what an attacker with the Redis URL would write."""
+
+    dumps = staticmethod(functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL))
+    loads = staticmethod(pickle.loads)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 NOOP_SPEC = {"function": "noop", "arg_sets": [{"name": "a", "parameters": {}}]}
@@ -160,8 +170,10 @@ def test_it_refuses_functions_outside_the_registry(redis_conn, redis_server, sta
         queue.enqueue("subprocess.call", ["touch", str(marker)]),
         enqueue(queue, "htportal_trap.run", reply_to="replies"),
     ]
-    pickled = Queue("tasks", connection=redis_conn).enqueue("noop", record={"id": "mol-1"},
-                                                            spec=NOOP_SPEC)
+    # An explicit pickle serializer: in this (Django) process rq's default is JSON
+    # (htportal/nopickle.py), so Queue() alone would no longer write a pickle.
+    pickled = Queue("tasks", connection=redis_conn, serializer=PickleSerializer).enqueue(
+        "noop", record={"id": "mol-1"}, spec=NOOP_SPEC)
     good = enqueue(queue, "noop")
 
     worker = start_worker("--redis-url", redis_server.url, "--max-tasks", "5", "tasks",
