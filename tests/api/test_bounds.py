@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from campaigns.api.parsers import BodyTooLarge, read_body
 from campaigns.models import Campaign
 from tests.api.test_campaigns_api import XTB_YAML, post_yaml
+from tests.api.portal_jobs import run_job
 
 pytestmark = pytest.mark.django_db
 
@@ -99,19 +100,20 @@ def test_a_body_is_cut_off_while_reading_when_its_length_lies():
 
 
 @override_settings(MAX_BODY_BYTES=1000, MAX_UPLOAD_BYTES=100_000)
-def test_a_molecule_upload_has_its_own_larger_limit(api, demo):
+def test_a_molecule_upload_has_its_own_larger_limit(api, demo, portal_redis,
+                                                    django_capture_on_commit_callbacks):
     line = json.dumps({"id": "w", "elements": ["O", "H", "H"],
                        "coordinates": [[0, 0, 0], [0, 0, 0.96], [0.93, 0, -0.24]]}) + "\n"
     lines = "".join(line.replace('"w"', f'"w{i}"') for i in range(30))  # ~3 kB: over the body limit
-    ok = api.generic("POST", "/api/datasets/demo/records/", lines.encode(),
-                     content_type="application/x-ndjson")
-    assert ok.status_code == 200, ok.json()
-    assert ok.json()["added"] == 30
+    job = run_job(api, django_capture_on_commit_callbacks, portal_redis,
+                  lambda: api.generic("POST", "/api/datasets/demo/records/", lines.encode(),
+                                      content_type="application/x-ndjson"))
+    assert (job["state"], job["report"]["written"]) == ("done", 30)
     big = api.generic("POST", "/api/datasets/demo/records/", b"x" * 100_001,
                       content_type="application/x-ndjson")
     assert big.status_code == 413
-    assert big.json() == {"error": "request body is 100,001 bytes, over the limit of 100,000 "
-                                   "(HTPORTAL_MAX_UPLOAD_BYTES)"}
+    assert big.json() == {"error": "the upload is 100,001 bytes; at most 100,000 are allowed "
+                                   "(HTPORTAL_MAX_UPLOAD_BYTES): send the file in parts"}
 
 
 # --- YAML aliases, depth, non-finite numbers -------------------------------------------------
@@ -183,16 +185,18 @@ def test_json_infinity_and_overflow_are_refused(api, demo):
     assert huge.json()["error"].startswith("request body: campaign_config.args[0].charge: .inf ")
 
 
-def test_a_jsonl_record_nested_past_the_limit_is_one_broken_line(api, demo):
+def test_a_jsonl_record_nested_past_the_limit_is_one_broken_line(
+        api, demo, portal_redis, django_capture_on_commit_callbacks):
     good = {"id": "ok", "elements": ["H", "H"], "coordinates": [[0, 0, 0], [0, 0, 0.74]]}
     deep = json.dumps(dict(good, id="deep", extra=None)).replace("null", "[" * 990 + "]" * 990)
     body = json.dumps(good) + "\n" + deep + "\n"
-    response = api.generic("POST", "/api/datasets/demo/records/?on_error=skip", body.encode(),
-                           content_type="application/x-ndjson")
-    assert response.status_code == 200, response.json()
-    assert response.json()["added"] == 1
-    assert response.json()["skipped_molecules"] == [
-        "upload.jsonl:2: JSON nested deeper than the limit of 64 (HTPORTAL_MAX_JSON_DEPTH)"]
+    job = run_job(api, django_capture_on_commit_callbacks, portal_redis,
+                  lambda: api.generic("POST", "/api/datasets/demo/records/?on_error=skip",
+                                      body.encode(), content_type="application/x-ndjson"))
+    report = job["report"]
+    assert (job["state"], report["written"], report["skipped"]) == ("done", 1, 1)
+    assert report["errors"][0]["error"] == (
+        "JSON nested deeper than the limit of 64 (HTPORTAL_MAX_JSON_DEPTH)")
 
 
 # --- every DRF error is {"error": ...} -------------------------------------------------------
