@@ -3,7 +3,8 @@ fresh checkout as it is (SQLite under var/, Redis on localhost, kept files under
 
 Variables: DATABASE_URL, REDIS_URL (redis:// or rediss://, password allowed), HTPORTAL_DEBUG,
 HTPORTAL_SECRET_KEY, HTPORTAL_ALLOWED_HOSTS, HTPORTAL_VAR_DIR, HTPORTAL_STORAGE_DIR,
-HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW.
+HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW, HTPORTAL_RECONCILE_GRACE_S,
+HTPORTAL_RECONCILE_LOST_LIMIT.
 """
 from __future__ import annotations
 
@@ -122,6 +123,13 @@ RQ = {"JOB_CLASS": "rq.job.Job", "SERIALIZER": "rq.serializers.JSONSerializer"}
 # max(FEED_MIN_WINDOW, 4 x the workers listening on that queue).
 FEED_WINDOW = env_int("HTPORTAL_FEED_WINDOW", 0)
 FEED_MIN_WINDOW = env_int("HTPORTAL_FEED_MIN_WINDOW", 2000)
+# Reconcile (campaigns/services/reconciling.py): a queued or running task whose rq job ended
+# (failed, finished, stopped) without a result, or whose worker stopped heartbeating, becomes a
+# failed attempt this many seconds after the job ended (a result still on its way is collected
+# first). A task whose job vanished from Redis goes back to pending with no attempt counted, at
+# most RECONCILE_LOST_LIMIT times; then it fails with LostInRedis.
+RECONCILE_GRACE_S = env_int("HTPORTAL_RECONCILE_GRACE_S", 60)
+RECONCILE_LOST_LIMIT = env_int("HTPORTAL_RECONCILE_LOST_LIMIT", 5)
 
 # Every endpoint needs a login: a token for scripts, the session for the browser.
 REST_FRAMEWORK = {
