@@ -55,7 +55,7 @@ ABANDONED = "AbandonedJobError"  # in the exc_string rq gives a job its cleanup 
 JOB_FIELDS = ("status", "worker_name", "ended_at", "last_heartbeat", "started_at", "timeout")
 MESSAGE_CHARS = 2000
 TASK_FIELDS = ("pk", "job_id", "state", "delivery", "worker", "attempts", "lost", "queued_at",
-               "campaign_id", "campaign__queue", "campaign__max_attempts")
+               "campaign_id", "campaign__queue", "campaign__state", "campaign__max_attempts")
 
 
 @dataclass
@@ -102,7 +102,15 @@ class _Row:
     queued_at: Optional[datetime]
     campaign_id: int
     queue: str
+    campaign_state: str
     max_attempts: int
+
+    @property
+    def retry_state(self) -> str:
+        """Where a task that is to run again goes: pending, or cancelled when its campaign was
+        cancelled while it was out (nothing feeds a cancelled campaign)."""
+        return (Task.State.CANCELLED if self.campaign_state == Campaign.State.CANCELLED
+                else Task.State.PENDING)
 
 
 @dataclass
@@ -186,9 +194,14 @@ def _classify(row: _Row, job: Optional[Dict[str, Optional[str]]],
             return
         deadline = _started_deadline(job, members)
         if deadline is None:
-            plan.failures.append(_Failure(row, "BadJob", f"job {rq_layout.job_key(row.job_id)} "
-                                          "is started but has no heartbeat, start time or "
-                                          "registry entry"))
+            # A worker sets the status a moment before the times: only a job that stays so
+            # past the deadline it would have had since it was queued is taken for bad.
+            deadline = (row.queued_at or now) + timedelta(
+                seconds=_timeout(job) + rq_layout.HEARTBEAT_GRACE_S)
+            if now > deadline + grace:
+                plan.failures.append(_Failure(
+                    row, "BadJob", f"job {rq_layout.job_key(row.job_id)} is started but has "
+                    "no heartbeat, start time or registry entry"))
         elif now > deadline + grace:
             worker = (job.get("worker_name") or row.worker or "?")[:200]
             plan.failures.append(_Failure(
@@ -218,11 +231,15 @@ def _started_deadline(job: Dict[str, Optional[str]],
                                       tz=dt_timezone.utc)
     beat = (rq_layout.parse_time(job.get("last_heartbeat"))
             or rq_layout.parse_time(job.get("started_at")))
+    return (beat + timedelta(seconds=_timeout(job) + rq_layout.HEARTBEAT_GRACE_S)
+            if beat else None)
+
+
+def _timeout(job: Dict[str, Optional[str]]) -> int:
     try:
-        timeout = max(0, int(job.get("timeout") or 0))
+        return min(max(0, int(job.get("timeout") or 0)), 10**7)
     except ValueError:
-        timeout = 0
-    return beat + timedelta(seconds=timeout + rq_layout.HEARTBEAT_GRACE_S) if beat else None
+        return 0
 
 
 def _ended_without_result(connection: Redis, plan: _Plan, now: datetime,
@@ -318,8 +335,10 @@ def _mark_running(plan: _Plan, now: datetime, report: ReconcileReport) -> None:
 
 def _back_to_pending(row: _Row, now: datetime, *, lost: bool = False) -> int:
     extra = {"lost": F("lost") + 1} if lost else {}
+    if row.retry_state == Task.State.CANCELLED:
+        extra["finished_at"] = now
     return Task.objects.filter(pk=row.pk, state__in=OUT, delivery=row.delivery).update(
-        state=Task.State.PENDING, worker="", updated_at=now, **extra)
+        state=row.retry_state, worker="", updated_at=now, **extra)
 
 
 def _fail_attempts(failures: List[_Failure], now: datetime,
@@ -341,6 +360,8 @@ def _fail_attempts(failures: List[_Failure], now: datetime,
                 fields["attempts"] = F("attempts") + 1
             if final:
                 fields.update(state=Task.State.FAILED, finished_at=now)
+            elif row.retry_state == Task.State.CANCELLED:
+                fields.update(state=Task.State.CANCELLED, finished_at=now)
             else:
                 fields.update(state=Task.State.PENDING)
             if not Task.objects.filter(pk=row.pk, state__in=OUT,

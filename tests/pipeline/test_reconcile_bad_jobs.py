@@ -3,8 +3,10 @@ task's outcome, never an exception out of reconcile."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from rq.job import Job
 
 from campaigns import rq_layout
@@ -83,6 +85,9 @@ def test_a_started_job_with_no_times_and_no_registry_entry_fails_with_bad_job(fe
     task = campaign.tasks.get()
     redis_conn.hset(Job.key_for(task.job_id), mapping={"status": "started",
                                                        "last_heartbeat": "yesterday"})
+    # A worker writes the status a moment before the times: not bad yet.
+    assert tasks_reconcile(connection=redis_conn).changed is False
+    campaign.tasks.update(queued_at=timezone.now() - timedelta(seconds=300 + 60 + 61))
     tasks_reconcile(connection=redis_conn)
     task = refresh(task)
     assert (task.state, task.attempts, task.error_class) == ("pending", 1, "BadJob")
