@@ -24,12 +24,33 @@ from campaigns.services.definitions import campaign_definition_parse, campaign_e
 _JSON_WIDGET = {models.JSONField: {"widget": Textarea(attrs={"rows": 4, "cols": 90})}}
 
 
+# What workers run and where results go: fixed once a campaign is launched, since its jobs,
+# its spec in Redis and its collected results are of this definition. A change goes through
+# the "New version" action (or Clone), which gives it a new spec_version.
+DEFINITION_FIELDS = ["name", "dataset", "function", "job_timeout", "output_key", "query",
+                     "projection", "queue"]
+
+
+def _launched(campaign) -> bool:
+    return campaign is not None and campaign.state != Campaign.State.DRAFT
+
+
 class ArgSetInline(admin.StackedInline):
     model = ArgSet
     extra = 0
     ordering = ["position", "id"]
     fields = ["position", "name", "parameters", "parsers", "keep_files"]
     formfield_overrides = _JSON_WIDGET
+
+    # `obj` is the campaign: its arg sets are read-only once it is launched.
+    def has_add_permission(self, request, obj=None):
+        return not _launched(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not _launched(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not _launched(obj) and super().has_delete_permission(request, obj)
 
 
 def _yaml_download(campaign: Campaign) -> HttpResponse:
@@ -69,6 +90,19 @@ class CampaignAdmin(admin.ModelAdmin):
     def yaml_link(self, campaign: Campaign) -> str:
         url = reverse("admin:campaigns_campaign_export", args=[campaign.pk])
         return format_html('<a href="{}">{}.yaml</a>', url, campaign.name)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields + DEFINITION_FIELDS if _launched(obj) else fields
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        if _launched(obj):
+            context["subtitle"] = (f"{obj.state}, version {obj.spec_version}: its definition "
+                                   "is fixed; use the New version action (when it is done, "
+                                   "failed or cancelled) or Clone to change it")
+        return super().render_change_form(request, context, add=add, change=change,
+                                          form_url=form_url, obj=obj)
 
     def save_model(self, request, obj, form, change):
         if obj.owner_id is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from django.db import transaction
-from django.db.models import Case, Exists, OuterRef, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -146,6 +146,33 @@ for _, key in ipairs(KEYS) do
 end
 return removed
 """
+
+
+def campaign_new_version(*, campaign: Campaign) -> Campaign:
+    """Put a finished campaign back to draft as its next version, so its definition (arg sets,
+    output key, queue, dataset, ...) can be edited; return it.
+
+    Only a done, failed or cancelled campaign: nothing of it is in flight. spec_version + 1
+    gives the new version new job ids and a new spec key, and its spec is published when it
+    is launched (campaign_launch), after the edits, so no worker ever runs the old spec for
+    the new version. The old ledger and per-minute series described the old definition and go
+    (the records keep their results), as with `import_campaign --replace`.
+    """
+    allowed = (Campaign.State.DONE, Campaign.State.FAILED, Campaign.State.CANCELLED)
+    with transaction.atomic():
+        changed = Campaign.objects.filter(pk=campaign.pk, state__in=allowed).update(
+            state=Campaign.State.DRAFT, spec_version=F("spec_version") + 1,
+            updated_at=timezone.now())
+        campaign.refresh_from_db(fields=["state", "spec_version"])
+        if not changed:
+            raise ApplicationError(
+                f"campaign {campaign.name} is {campaign.state}: only a "
+                f"{', '.join(allowed)} campaign can become a new version (pause is not enough: "
+                "cancel it, or wait until it is done)")
+        campaign.tasks.all().delete()
+        campaign.task_minutes.all().delete()
+    log.info("campaign %s: version %s, a draft to edit", campaign.name, campaign.spec_version)
+    return campaign
 
 
 def _jobs_remove(*, campaign: Campaign, connection: Redis) -> int:
