@@ -43,7 +43,7 @@ def resume(modeladmin, request, queryset):
     _each(modeladmin, request, queryset, act)
 
 
-@admin.action(description="Cancel: remove queued jobs from Redis and cancel pending tasks",
+@admin.action(description="Cancel: remove queued jobs from Redis and cancel unfinished tasks",
               permissions=["change"])
 def cancel(modeladmin, request, queryset):
     _each(modeladmin, request, queryset,

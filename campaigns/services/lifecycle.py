@@ -9,8 +9,8 @@ by a re-read, never a save of a state held in memory: the collector ends campaig
 launch, pause and cancel them.
 
 Pausing only stops the feeding: jobs already in Redis stay and run. Cancelling takes the
-campaign's waiting jobs out of Redis and cancels its pending and queued tasks; jobs that a
-worker has started finish, and the collector does not write their results (docs/pipeline.md).
+campaign's waiting jobs out of Redis and cancels all its unfinished tasks; jobs that a worker
+has started finish, and the collector does not write their results (docs/pipeline.md).
 """
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def campaign_resume(*, campaign: Campaign, connection: Optional[Redis] = None) -
 
 
 def campaign_cancel(*, campaign: Campaign, connection: Optional[Redis] = None) -> CancelReport:
-    """Take the campaign's waiting jobs out of Redis; cancel its pending and queued tasks.
+    """Take the campaign's waiting jobs out of Redis; cancel its pending, queued and running
+    tasks (docs/pipeline.md, "Cancelling": what becomes of the jobs already started).
 
     Runs under the feed lock of the campaign's queue: no feeder can put a job back between the
     removal and the ledger's update.
@@ -107,9 +108,10 @@ def campaign_cancel(*, campaign: Campaign, connection: Optional[Redis] = None) -
                 _state_change(campaign=campaign, allowed=cancellable,
                               to=Campaign.State.CANCELLED, verb="cancelled")
                 now = timezone.now()
-                cancelled = campaign.tasks.filter(
-                    state__in=(Task.State.PENDING, Task.State.QUEUED),
-                ).update(state=Task.State.CANCELLED, finished_at=now, updated_at=now)
+                # Running ones too: their worker finishes, and the collector skips a result
+                # for a cancelled task, so nothing arrives after the cancel.
+                cancelled = campaign.tasks.filter(state__in=UNFINISHED).update(
+                    state=Task.State.CANCELLED, finished_at=now, updated_at=now)
         finally:
             lock.release()
     except REDIS_DOWN as exc:

@@ -93,3 +93,20 @@ def test_cancel_takes_only_its_jobs_off_a_shared_list_in_one_pass(make_campaign,
     assert task_states(other) == {"queued": 3}
     assert elapsed < 5, f"cancel of 6,000 waiting jobs took {elapsed:.1f} s"
     assert Task.objects.filter(campaign=mine).exclude(state="cancelled").count() == 0
+
+
+def test_a_result_that_arrives_after_a_cancel_is_not_written(make_campaign, redis_conn):
+    from campaigns.services.collecting import results_collect
+    from tests.pipeline.collect_helpers import ok, push, results_of
+
+    campaign = make_campaign(records=2)
+    campaign_launch(campaign=campaign, connection=redis_conn)
+    running = campaign.tasks.order_by("pk").first()
+    campaign.tasks.filter(pk=running.pk).update(state="running", worker="w-1")
+    campaign_cancel(campaign=campaign, connection=redis_conn)
+    assert task_states(campaign) == {"cancelled": 2}
+    push(redis_conn, ok(running))  # its worker finished after the cancel
+    report = results_collect(connection=redis_conn)
+    assert (report.taken, report.done, report.skipped) == (1, 0, 1)
+    assert results_of(campaign) == {"mol-000000": None, "mol-000001": None}
+    assert (state_of(campaign), task_states(campaign)) == ("cancelled", {"cancelled": 2})
