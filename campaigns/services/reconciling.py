@@ -43,7 +43,7 @@ from redis import Redis
 from campaigns import rq_layout
 from campaigns.attempts import BadAttempt, attempt_delivery
 from campaigns.models import Campaign, Task
-from campaigns.pipeline_keys import worker_rq_queues
+from campaigns.pipeline_keys import rq_queue_name, worker_rq_queues
 from campaigns.services.lifecycle import campaigns_finish
 from campaigns.services.rollups import task_minutes_add
 
@@ -207,7 +207,9 @@ def _classify(row: _Row, job: Optional[Dict[str, Optional[str]]],
             plan.failures.append(_Failure(
                 row, "WorkerLost", f"worker {worker} stopped heartbeating (killed or pre-empted) "
                 "while running the task",
-                mark_lost=(queue, [member for member, _ in members])))
+                # With no registry entry, any of its RQ queues will do: nothing to take off.
+                mark_lost=(queue or rq_queue_name(queue=row.queue, priority="normal"),
+                           [member for member, _ in members])))
         return
     if status in rq_layout.WAITING:
         if row.state == Task.State.RUNNING:
@@ -303,7 +305,7 @@ def _apply(connection: Redis, plan: _Plan, now: datetime, limit: int,
     # a lost worker's job is marked failed (not in flight), a bad hash is deleted (the feeder
     # cannot read it either). Harmless if the ledger update then finds a result got there first.
     for failure in plan.failures:
-        if failure.mark_lost is not None and failure.mark_lost[0]:
+        if failure.mark_lost is not None:
             queue, members = failure.mark_lost
             rq_layout.job_mark_lost(connection, job_id=failure.row.job_id, queue=queue,
                                     ended_at=now, started_members=members)

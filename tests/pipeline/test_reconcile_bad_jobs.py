@@ -92,3 +92,19 @@ def test_a_started_job_with_no_times_and_no_registry_entry_fails_with_bad_job(fe
     task = refresh(task)
     assert (task.state, task.attempts, task.error_class) == ("pending", 1, "BadJob")
     assert states(campaign) == {"pending": 1}
+
+
+def test_a_started_job_whose_heartbeat_is_long_past_without_a_registry_entry_is_lost(
+        fed, redis_conn):
+    campaign = fed(records=1)
+    task = campaign.tasks.get()
+    redis_conn.hset(Job.key_for(task.job_id), mapping={
+        "status": "started", "worker_name": "w-old", "timeout": "300",
+        "last_heartbeat": "2026-01-01T00:00:00.000000Z"})
+    report = tasks_reconcile(connection=redis_conn)
+    task = refresh(task)
+    assert (report.abandoned, task.state, task.error_class) == (1, "pending", "WorkerLost")
+    # Not in flight any more: the feeder queues the next delivery instead of waiting on it.
+    assert redis_conn.hget(Job.key_for(task.job_id), "status") == b"failed"
+    assert queues_feed(connection=redis_conn, window=100).queued == 1
+    assert refresh(task).delivery == 2
