@@ -27,7 +27,8 @@ def test_it_survives_a_worker_killed_mid_task_and_runs_the_task_again(
     monkeypatch.setenv("HTPORTAL_RECONCILE_GRACE_S", "3")  # for the collector process
     # rq's heartbeat deadline is the last beat + job timeout + 60 s: a short timeout keeps the
     # test near a minute.
-    campaign = campaign_submitted(make_campaign, records=1, seconds=3, max_attempts=3, job_timeout=5)
+    campaign = campaign_submitted(make_campaign, records=1, seconds=3, max_attempts=3,
+                                  job_timeout=5)
     collector = processes.collector()
     first = processes.worker("pipe:normal", name="w-kill9")
     running = wait_for(lambda: campaign.tasks.filter(state="running", worker="w-kill9").first(),

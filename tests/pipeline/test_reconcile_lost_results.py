@@ -11,7 +11,8 @@ from campaigns.models import Campaign, Task
 from campaigns.services.feeding import queues_feed, rq_job_data
 from campaigns.services.reconciling import tasks_reconcile
 from campaigns.status import campaign_status
-from tests.pipeline.collect_helpers import Processes, campaign_submitted, refresh, states, wait_for
+from tests.pipeline.collect_helpers import (Processes, campaign_submitted, refresh, states,
+                                            wait_for)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOT_A_LIST = "htportal:test:not-a-list"
