@@ -110,3 +110,18 @@ def test_a_result_that_arrives_after_a_cancel_is_not_written(make_campaign, redi
     assert (report.taken, report.done, report.skipped) == (1, 0, 1)
     assert results_of(campaign) == {"mol-000000": None, "mol-000001": None}
     assert (state_of(campaign), task_states(campaign)) == ("cancelled", {"cancelled": 2})
+
+
+def test_resubmitting_a_failed_campaign_runs_it_again_with_its_losses_reset(make_campaign):
+    from campaigns.services.resubmit import campaign_resubmit_failed
+
+    campaign = make_campaign(records=1)
+    campaign_submit(campaign=campaign)
+    campaign.tasks.update(state="failed", attempts=0, lost=6, error_class="LostInRedis")
+    campaigns_finish(campaign_ids={campaign.pk})
+    stale = Campaign.objects.get(pk=campaign.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(state="failed")
+    stale.state = "running"  # what a page read before the campaign failed
+    assert campaign_resubmit_failed(campaign=stale) == 1
+    assert state_of(campaign) == "running"
+    assert list(campaign.tasks.values_list("state", "lost")) == [("pending", 0)]
