@@ -251,13 +251,17 @@ def _ended_without_result(connection: Redis, plan: _Plan, now: datetime,
     for row, job in plan.ended:
         status = job["status"]
         ended = rq_layout.parse_time(job.get("ended_at"))
+        if ended is not None and now <= ended + grace:
+            continue  # its result may still be on its way; no need to read more yet
         exc = ""
-        if status != "finished":
+        if status != "finished":  # one more round trip, for a job that looks lost only
             when, exc = rq_layout.latest_failure(connection, row.job_id)
             ended = ended or when
         ended = (ended or rq_layout.parse_time(job.get("last_heartbeat"))
                  or rq_layout.parse_time(job.get("started_at")) or row.queued_at or now)
-        if now > ended + grace:
+        # rq's own cleanup fails a job as abandoned only once its heartbeat deadline has passed:
+        # its worker has been gone for longer than any grace already.
+        if now > ended + grace or ABANDONED in exc:
             due.append((row, status, exc))
     attempts = rq_layout.job_attempts(connection, [row.job_id for row, _, _ in due])
     for (row, status, exc), attempt in zip(due, attempts):

@@ -129,3 +129,31 @@ def test_a_running_task_of_a_cancelled_campaign_whose_worker_died_is_cancelled(f
     assert (task.state, task.attempts, task.error_class) == ("cancelled", 1, "WorkerLost")
     assert redis_conn.hget(Job.key_for(task.job_id), "status") == b"failed"
     assert redis_conn.zcard(rq_layout.started_registry_key("pipe:normal")) == 0
+
+
+def test_a_job_rq_itself_failed_as_abandoned_is_lost_with_its_worker_at_once(fed, redis_conn):
+    """A worker's own maintenance runs rq's StartedJobRegistry.cleanup, which fails a job whose
+    heartbeat deadline passed: its worker is long gone, so no grace is waited."""
+    from rq.executions import Execution
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    campaign = fed(records=1)
+    task = campaign.tasks.get()
+    job = Job.fetch(task.job_id, connection=redis_conn, serializer=JSONSerializer)
+    with redis_conn.pipeline() as pipe:
+        Execution.create(job, ttl=90, pipeline=pipe)
+        job.set_status("started", pipeline=pipe)
+        pipe.execute()
+    redis_conn.zadd(rq_layout.started_registry_key("pipe:normal"),
+                    {member: 1 for member in redis_conn.zrange(
+                        rq_layout.started_registry_key("pipe:normal"), 0, -1)})
+    StartedJobRegistry("pipe:normal", connection=redis_conn,
+                       serializer=JSONSerializer).cleanup()
+    assert redis_conn.hget(Job.key_for(task.job_id), "status") == b"failed"
+    report = tasks_reconcile(connection=redis_conn)  # the default grace of 60 s
+    task = refresh(task)
+    assert (report.abandoned, task.state, task.attempts, task.error_class) == (
+        1, "pending", 1, "WorkerLost")
+    assert task.error_message == ("rq failed the job as abandoned (its worker stopped "
+                                  "heartbeating) and no result came")
