@@ -108,3 +108,39 @@ def test_a_started_job_whose_heartbeat_is_long_past_without_a_registry_entry_is_
     assert redis_conn.hget(Job.key_for(task.job_id), "status") == b"failed"
     assert queues_feed(connection=redis_conn, window=100).queued == 1
     assert refresh(task).delivery == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_collector_survives_malformed_job_hashes_and_finishes_the_campaign(
+        make_campaign, redis_server, redis_conn, tmp_path, monkeypatch, settings):
+    from tests.pipeline.collect_helpers import Processes, wait_for
+
+    monkeypatch.setenv("HTPORTAL_SECRET_KEY", settings.SECRET_KEY)  # we feed, it checks
+    campaign = campaign_submitted(make_campaign, records=3, max_attempts=2)
+    queues_feed(connection=redis_conn, window=100)
+    corrupted, bad = list(campaign.tasks.order_by("pk"))[:2]
+    redis_conn.hset(Job.key_for(corrupted.job_id), "created_at", "not a time")
+    start(redis_conn, corrupted.job_id, worker="w-ghost", deadline=time.time() + 300)
+    redis_conn.hset(Job.key_for(bad.job_id), "status", "exploded")
+    processes = Processes(redis_url=redis_server.url, tmp_path=tmp_path)
+    try:
+        collector = processes.collector()
+        wait_for(lambda: refresh(bad).error_class == "BadJob", timeout=30,
+                 what="the bad job's task to fail its attempt", processes=(collector,))
+        wait_for(lambda: refresh(corrupted).state == "running", timeout=30,
+                 what="the corrupted job's task to be seen running", processes=(collector,))
+        assert collector.popen.poll() is None
+        # rq's own worker dies on that created_at (it parses the whole hash): the corrupted
+        # job goes, reconcile puts its task back, and a real worker runs everything.
+        redis_conn.delete(rq_layout.started_registry_key("pipe:normal"),
+                          Job.key_for(corrupted.job_id))
+        wait_for(lambda: refresh(corrupted).lost == 1, timeout=30,
+                 what="the vanished job's task to be put back", processes=(collector,))
+        worker = processes.worker("pipe:normal", name="w-real")
+        wait_for(lambda: Campaign.objects.get(pk=campaign.pk).state == "done", timeout=60,
+                 what="the campaign to finish", processes=(collector, worker))
+        assert states(campaign) == {"done": 3}
+        assert (refresh(bad).attempts, refresh(bad).error_class) == (2, "BadJob")
+        assert collector.popen.poll() is None and "Traceback" not in collector.log()
+    finally:
+        processes.stop_all()
