@@ -226,7 +226,7 @@ def _redis_down(*, campaign: Campaign, exc: Exception, what: str) -> Application
     return ApplicationError(f"campaign {campaign.name}: Redis did not answer ({exc}); {what}")
 
 
-def campaigns_finish(*, campaign_ids: set[int]) -> list[str]:
+def campaigns_finish(*, campaign_ids: set[int], using: str = "default") -> list[str]:
     """End the running or paused campaigns among these that have no task left to run; return
     their names.
 
@@ -237,10 +237,10 @@ def campaigns_finish(*, campaign_ids: set[int]) -> list[str]:
     are shown with it (campaigns.status).
     """
     names = []
-    tasks = Task.objects.filter(campaign=OuterRef("pk"))
-    for campaign in Campaign.objects.filter(
-            pk__in=campaign_ids, state__in=ACTIVE).only("pk", "name"):
-        ended = Campaign.objects.filter(pk=campaign.pk, state__in=ACTIVE).exclude(
+    tasks = Task.objects.using(using).filter(campaign=OuterRef("pk"))
+    campaigns = Campaign.objects.using(using)
+    for campaign in campaigns.filter(pk__in=campaign_ids, state__in=ACTIVE).only("pk", "name"):
+        ended = campaigns.filter(pk=campaign.pk, state__in=ACTIVE).exclude(
             Exists(tasks.filter(state__in=UNFINISHED))).update(
             state=Case(When(Exists(tasks.filter(state=Task.State.DONE)),
                             then=Value(Campaign.State.DONE)),
@@ -250,6 +250,6 @@ def campaigns_finish(*, campaign_ids: set[int]) -> list[str]:
             updated_at=timezone.now())
         if ended:
             names.append(campaign.name)
-            state = Campaign.objects.values_list("state", flat=True).get(pk=campaign.pk)
+            state = campaigns.values_list("state", flat=True).get(pk=campaign.pk)
             log.info("campaign %s: every task finished; campaign %s", campaign.name, state)
     return names

@@ -125,3 +125,24 @@ def test_resubmitting_a_failed_campaign_runs_it_again_with_its_losses_reset(make
     assert campaign_resubmit_failed(campaign=stale) == 1
     assert state_of(campaign) == "running"
     assert list(campaign.tasks.values_list("state", "lost")) == [("pending", 0)]
+
+
+@pytest.mark.django_db(databases=["default", "postgres"])
+@pytest.mark.parametrize("alias", ["default", "postgres"])
+def test_the_end_is_one_statement_on_sqlite_and_postgresql(alias):
+    from campaigns.models import Dataset
+
+    dataset = Dataset.objects.using(alias).create(name="ends")
+    ended = {}
+    for name, task_states_ in (("ok", ["done", "failed"]), ("bad", ["failed", "failed"]),
+                               ("busy", ["done", "pending"])):
+        campaign = Campaign.objects.using(alias).create(
+            name=name, dataset=dataset, function="noop", output_key="out", state="running")
+        Task.objects.using(alias).bulk_create(
+            Task(campaign=campaign, record_id=f"r{n}", job_id=f"{name}-{n}", state=state)
+            for n, state in enumerate(task_states_))
+        ended[name] = campaign.pk
+    assert sorted(campaigns_finish(campaign_ids=set(ended.values()), using=alias)) == [
+        "bad", "ok"]
+    assert dict(Campaign.objects.using(alias).values_list("name", "state")) == {
+        "ok": "done", "bad": "failed", "busy": "running"}
