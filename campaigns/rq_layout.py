@@ -19,6 +19,7 @@ from datetime import datetime, timezone as dt_timezone
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 JOB_PREFIX = "rq:job:"
 RESULTS_PREFIX = "rq:results:"
@@ -145,7 +146,7 @@ def latest_failure(connection: Redis, job_id: str) -> Tuple[Optional[datetime], 
     when there is none or it cannot be read."""
     try:
         entries = connection.xrevrange(results_key(job_id), "+", "-", count=1)
-    except Exception:  # a key of another type: nothing to learn from it  # noqa: BLE001
+    except ResponseError:  # a key of another type (WRONGTYPE): nothing to learn from it
         return None, ""
     if not entries:
         return None, ""

@@ -76,3 +76,8 @@ def test_it_reads_the_attempt_from_the_data_the_feeder_writes(redis_conn):
     # The feeder's data is what rq itself reads back.
     job = Job.fetch("a", connection=redis_conn, serializer=JSONSerializer)
     assert job.kwargs["attempt"] == "2-x"
+
+
+def test_a_results_key_of_another_type_reads_as_no_result(redis_conn):
+    redis_conn.set(rq_layout.results_key(JOB_ID), "not a stream")
+    assert rq_layout.latest_failure(redis_conn, JOB_ID) == (None, "")
