@@ -15,7 +15,8 @@ job hash: campaigns.rq_layout) and the task follows what became of it:
   `JobFailedWithoutResult` (`WorkerLost` when rq's own cleanup failed it as abandoned). A job
   of an older delivery than the ledger's (a feeder died between the ledger and the enqueue)
   sends the task back to pending with no attempt counted.
-- **gone** (Redis restarted empty, a feeder died between the ledger and the enqueue): back to
+- **gone**, or a hash with no status (Redis restarted empty, a feeder died between the ledger
+  and the enqueue; a worker's heartbeat re-creates a vanished job's hash for a moment): back to
   `pending` with no attempt counted, `Task.lost` + 1; past RECONCILE_LOST_LIMIT, failed,
   `LostInRedis`.
 - a job hash that cannot be read (an unknown status, data that is not rq's JSON): a failed
@@ -180,7 +181,9 @@ def _started_entries(connection: Redis) -> Dict[str, Tuple[str, List[Tuple[str, 
 def _classify(row: _Row, job: Optional[Dict[str, Optional[str]]],
               started: Dict[str, Tuple[str, List[Tuple[str, float]]]], now: datetime,
               grace: timedelta, check_missing: bool, plan: _Plan) -> None:
-    if job is None:
+    # A hash without a status is what a worker's heartbeat leaves of a job that vanished (rq
+    # writes last_heartbeat, then deletes the key it made): gone, not bad.
+    if job is None or job.get("status") is None:
         if check_missing:
             plan.gone.append(row)
         return

@@ -144,3 +144,16 @@ def test_the_collector_survives_malformed_job_hashes_and_finishes_the_campaign(
         assert collector.popen.poll() is None and "Traceback" not in collector.log()
     finally:
         processes.stop_all()
+
+
+def test_a_hash_without_a_status_is_a_vanished_job_not_a_bad_one(fed, redis_conn):
+    """After a Redis restart a worker's heartbeat HSETs last_heartbeat into the job key it no
+    longer finds (and deletes it a moment later): no attempt must count for that."""
+    campaign = fed(records=1)
+    task = campaign.tasks.get()
+    redis_conn.delete(Job.key_for(task.job_id))
+    redis_conn.hset(Job.key_for(task.job_id), "last_heartbeat", "2026-12-01T10:00:00.000000Z")
+    report = tasks_reconcile(connection=redis_conn)
+    task = refresh(task)
+    assert (report.lost, task.state, task.attempts, task.lost, task.error_class) == (
+        1, "pending", 0, 1, "")
