@@ -228,6 +228,9 @@ class Task(models.Model):
     # One more each time the feeder puts the task's job in Redis: the attempt id a job carries
     # (campaigns.attempts) names its delivery, and only that delivery's result is applied.
     delivery = models.PositiveIntegerField(default=0)
+    # How often its job vanished from Redis (a restart that lost everything) while out: each time
+    # it goes back to pending with no attempt counted, up to settings.RECONCILE_LOST_LIMIT.
+    lost = models.PositiveSmallIntegerField(default=0)
     host = models.CharField(max_length=200, blank=True,
                             help_text="the host that sent the last result")
     # Results that said the node's environment is broken ("fault": "worker"): counted apart

@@ -54,6 +54,11 @@ def job_id(*, campaign_id: int, spec_version: int, record_id: str) -> str:
     return f"c{campaign_id}-v{spec_version}-{digest}"
 
 
+def campaign_job_prefix(*, campaign_id: int) -> str:
+    """What the job ids of every version of one campaign start with: "c12-v"."""
+    return f"c{campaign_id}-v"
+
+
 def feed_lock_key(*, queue: str) -> str:
     """The lock a feeder (or a cancel) holds while it changes what `queue` has in Redis."""
     return f"{FEED_LOCK_PREFIX}:{queue}"

@@ -61,15 +61,39 @@ class CampaignStatus:
     def remaining(self) -> int:
         return sum(self.counts[state] for state in UNFINISHED)
 
+    @property
+    def failed(self) -> int:
+        return self.counts[Task.State.FAILED]
+
+    @property
+    def state_text(self) -> str:
+        """The state as people read it, failures included: "done", "done with 3 failed of 99",
+        "failed: 99 of 99 tasks failed"; a finished campaign never reads a plain "done" when
+        anything failed."""
+        if self.state == Campaign.State.FAILED:
+            return f"failed: {self.failed:,} of {self.total:,} tasks failed"
+        if self.state == Campaign.State.DONE and self.failed:
+            return f"done with {self.failed:,} failed of {self.total:,}"
+        return self.state
+
+    @property
+    def badge(self) -> str:
+        """The badge's kind: the state, or "done-failures" (amber) for a done campaign with
+        failed tasks; "failed" is red, "done" green only when nothing failed."""
+        if self.state == Campaign.State.DONE and self.failed:
+            return "done-failures"
+        return self.state
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "total": self.total, "remaining": self.remaining}
+        return {**asdict(self), "total": self.total, "remaining": self.remaining,
+                "state_text": self.state_text, "badge": self.badge}
 
     def lines(self) -> list[str]:
         """The status as a person reads it (the campaign_status command)."""
         counts = ", ".join(f"{state} {self.counts[state]:,}" for state in Task.State.values
                            if self.counts[state])
         eta = f"; eta {format_duration(self.eta_s)}" if self.eta_s is not None else ""
-        lines = [f"{self.name} ({self.state}, queue {self.queue})",
+        lines = [f"{self.name} ({self.state_text}, queue {self.queue})",
                  f"  tasks: {self.total:,} ({counts or 'none'})",
                  f"  rate: {self.rate_1m:.2f}/s last minute, {self.rate_10m:.2f}/s last 10 "
                  f"minutes{eta}"]

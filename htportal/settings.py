@@ -3,7 +3,8 @@ fresh checkout as it is (SQLite under var/, Redis on localhost, kept files under
 
 Variables: DATABASE_URL, REDIS_URL (redis:// or rediss://, password allowed), HTPORTAL_DEBUG,
 HTPORTAL_SECRET_KEY, HTPORTAL_ALLOWED_HOSTS, HTPORTAL_VAR_DIR, HTPORTAL_STORAGE_DIR,
-HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW; bounds on requests and deployment behind TLS
+HTPORTAL_FEED_WINDOW, HTPORTAL_FEED_MIN_WINDOW, HTPORTAL_RECONCILE_GRACE_S,
+HTPORTAL_RECONCILE_LOST_LIMIT; bounds on requests and deployment behind TLS
 (docs/security.md): HTPORTAL_MAX_BODY_BYTES, HTPORTAL_MAX_UPLOAD_BYTES, HTPORTAL_MAX_JSON_DEPTH,
 HTPORTAL_YAML_MAX_NODES, HTPORTAL_LOGIN_RATE, HTPORTAL_CACHE_URL, HTPORTAL_SECURE_COOKIES,
 HTPORTAL_HSTS_SECONDS, HTPORTAL_HSTS_INCLUDE_SUBDOMAINS, HTPORTAL_HSTS_PRELOAD,
@@ -159,6 +160,14 @@ CACHE_URL = env_str("HTPORTAL_CACHE_URL", "")
 if CACHE_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": CACHE_URL}}
+
+# Reconcile (campaigns/services/reconciling.py): a queued or running task whose rq job ended
+# (failed, finished, stopped) without a result, or whose worker stopped heartbeating, becomes a
+# failed attempt this many seconds after the job ended (a result still on its way is collected
+# first). A task whose job vanished from Redis goes back to pending with no attempt counted, at
+# most RECONCILE_LOST_LIMIT times; then it fails with LostInRedis.
+RECONCILE_GRACE_S = env_int("HTPORTAL_RECONCILE_GRACE_S", 60)
+RECONCILE_LOST_LIMIT = env_int("HTPORTAL_RECONCILE_LOST_LIMIT", 5)
 
 # Every endpoint needs a login: a token for scripts, the session for the browser.
 REST_FRAMEWORK = {

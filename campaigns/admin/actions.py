@@ -7,8 +7,8 @@ from django.contrib import admin, messages
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
-from campaigns.services.lifecycle import (campaign_cancel, campaign_launch, campaign_pause,
-                                          campaign_resume)
+from campaigns.services.lifecycle import (campaign_cancel, campaign_launch,
+                                          campaign_new_version, campaign_pause, campaign_resume)
 
 
 def _each(modeladmin, request, queryset, act: Callable[[Campaign], str]) -> None:
@@ -43,11 +43,22 @@ def resume(modeladmin, request, queryset):
     _each(modeladmin, request, queryset, act)
 
 
-@admin.action(description="Cancel: remove queued jobs from Redis and cancel pending tasks",
+@admin.action(description="Cancel: remove queued jobs from Redis and cancel unfinished tasks",
               permissions=["change"])
 def cancel(modeladmin, request, queryset):
     _each(modeladmin, request, queryset,
           lambda campaign: campaign_cancel(campaign=campaign).line(campaign))
 
 
-LIFECYCLE_ACTIONS = [launch, pause, resume, cancel]
+@admin.action(description="New version: back to draft as the next version, to edit its "
+                          "definition (done, failed or cancelled; its ledger goes, results stay)",
+              permissions=["change"])
+def new_version(modeladmin, request, queryset):
+    def act(campaign: Campaign) -> str:
+        campaign_new_version(campaign=campaign)
+        return (f"{campaign.name}: version {campaign.spec_version}, a draft; edit it, then "
+                "launch it")
+    _each(modeladmin, request, queryset, act)
+
+
+LIFECYCLE_ACTIONS = [launch, pause, resume, cancel, new_version]

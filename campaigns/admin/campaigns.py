@@ -25,12 +25,33 @@ from campaigns.services.input_policy import campaign_trust_check, user_may_trust
 _JSON_WIDGET = {models.JSONField: {"widget": Textarea(attrs={"rows": 4, "cols": 90})}}
 
 
+# What workers run and where results go: fixed once a campaign is launched, since its jobs,
+# its spec in Redis and its collected results are of this definition. A change goes through
+# the "New version" action (or Clone), which gives it a new spec_version.
+DEFINITION_FIELDS = ["name", "dataset", "function", "job_timeout", "output_key", "query",
+                     "projection", "queue"]
+
+
+def _launched(campaign) -> bool:
+    return campaign is not None and campaign.state != Campaign.State.DRAFT
+
+
 class ArgSetInline(admin.StackedInline):
     model = ArgSet
     extra = 0
     ordering = ["position", "id"]
     fields = ["position", "name", "parameters", "parsers", "keep_files"]
     formfield_overrides = _JSON_WIDGET
+
+    # `obj` is the campaign: its arg sets are read-only once it is launched.
+    def has_add_permission(self, request, obj=None):
+        return not _launched(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not _launched(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not _launched(obj) and super().has_delete_permission(request, obj)
 
 
 def _yaml_download(campaign: Campaign) -> HttpResponse:
@@ -73,9 +94,22 @@ class CampaignAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}.yaml</a>', url, campaign.name)
 
     def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if _launched(obj):
+            fields += DEFINITION_FIELDS
         # Trust lifts the program-input allowlist (input_policy): only staff may set it.
-        readonly = list(super().get_readonly_fields(request, obj))
-        return readonly if user_may_trust(request.user) else [*readonly, "trusted"]
+        if not user_may_trust(request.user) or _launched(obj):
+            fields.append("trusted")
+        return fields
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        if _launched(obj):
+            context["subtitle"] = (f"{obj.state}, version {obj.spec_version}: its definition "
+                                   "is fixed; use the New version action (when it is done, "
+                                   "failed or cancelled) or Clone to change it")
+        return super().render_change_form(request, context, add=add, change=change,
+                                          form_url=form_url, obj=obj)
 
     def save_model(self, request, obj, form, change):
         if "trusted" in form.changed_data:

@@ -39,6 +39,8 @@ class Progress:
     states: list[Segment]    # every state, in the ledger's order
     rate: str
     eta: str
+    badge: str = ""       # the state badge's CSS kind (CampaignStatus.badge)
+    state_text: str = ""  # its text (CampaignStatus.state_text)
 
     @property
     def total_text(self) -> str:
@@ -57,7 +59,9 @@ def progress(status: CampaignStatus) -> Progress:
     # Floored, so that 999,999 of 1,000,000 reads 99 %, never a premature 100 %.
     percent = 100 * ended // total if total else 0
     return Progress(total=total, ended=ended, percent=percent, segments=segments,
-                    keys=keys, states=list(every.values()), rate=rate_text(status.rate_10m or status.rate_1m), eta=eta_text(status))
+                    keys=keys, states=list(every.values()),
+                    rate=rate_text(status.rate_10m or status.rate_1m), eta=eta_text(status),
+                    badge=status.badge, state_text=status.state_text)
 
 
 def rate_text(per_second: float) -> str:

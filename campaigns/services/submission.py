@@ -24,6 +24,8 @@ from workers.runtime import registry
 SUBMIT_BATCH_SIZE = 5000
 SUBMITTABLE_STATES = (Campaign.State.DRAFT, Campaign.State.RUNNING, Campaign.State.DONE,
                       Campaign.State.FAILED)
+# The states a submit with work to do moves to running (a paused campaign keeps its pause).
+STARTABLE_STATES = (Campaign.State.DRAFT, Campaign.State.DONE, Campaign.State.FAILED)
 UNFINISHED_TASK_STATES = (Task.State.PENDING, Task.State.QUEUED, Task.State.RUNNING)
 
 
@@ -83,6 +85,7 @@ def campaign_submit(*, campaign: Campaign, limit: Optional[int] = None, dry_run:
 
     The campaign becomes running when it then has unfinished tasks (not with dry_run).
     """
+    campaign.refresh_from_db(fields=["state"])  # the collector may have ended it meanwhile
     campaign_submit_check(campaign=campaign)
     if limit is not None and limit < 0:
         raise ApplicationError(f"limit must be 0 or more (got {limit})")
@@ -164,11 +167,13 @@ def _tasks_create(*, campaign: Campaign, record_ids: List[str]) -> None:
 
 
 def _campaign_start(*, campaign: Campaign) -> None:
-    """Running, when there is work to do; a campaign with nothing left keeps its state."""
-    if campaign.state == Campaign.State.RUNNING:
-        return
-    if not campaign.tasks.filter(state__in=UNFINISHED_TASK_STATES).exists():
-        return
-    Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.RUNNING,
-                                                   updated_at=timezone.now())
-    campaign.state = Campaign.State.RUNNING
+    """Running, when there is work to do; a campaign with nothing left keeps its state.
+
+    Conditional on the state in the database, never on `campaign.state` in memory: the collector
+    may have marked the campaign done between our read and the tasks we just added, and a done
+    campaign's pending tasks would never be fed.
+    """
+    if campaign.tasks.filter(state__in=UNFINISHED_TASK_STATES).exists():
+        Campaign.objects.filter(pk=campaign.pk, state__in=STARTABLE_STATES).update(
+            state=Campaign.State.RUNNING, updated_at=timezone.now())
+    campaign.refresh_from_db(fields=["state"])

@@ -197,3 +197,112 @@ def test_the_form_refuses_an_unknown_function_naming_the_known_ones(admin_client
         f"unknown function 'orca.seq' (known: {', '.join(registry.task_names())})"
     ]
     assert db_counts() == before
+
+
+def change_form(campaign: Campaign, **fields) -> dict:
+    """Every field of the change form, with `fields` (and arg set fields "arg_set_NAME")
+    changed; the arg set inline as it is on the page."""
+    arg_set = campaign.arg_sets.get()
+    data = {
+        "name": campaign.name, "dataset": campaign.dataset_id, "notes": campaign.notes,
+        "owner": "", "function": campaign.function, "job_timeout": str(campaign.job_timeout),
+        "max_attempts": str(campaign.max_attempts), "output_key": campaign.output_key,
+        "query": json.dumps(campaign.query), "projection": json.dumps(campaign.projection),
+        "queue": campaign.queue, "priority": campaign.priority,
+        "arg_sets-TOTAL_FORMS": "1", "arg_sets-INITIAL_FORMS": "1",
+        "arg_sets-MIN_NUM_FORMS": "0", "arg_sets-MAX_NUM_FORMS": "1000",
+        "arg_sets-0-id": str(arg_set.pk), "arg_sets-0-campaign": str(campaign.pk),
+        "arg_sets-0-position": "0", "arg_sets-0-name": arg_set.name,
+        "arg_sets-0-parameters": json.dumps(arg_set.parameters),
+        "arg_sets-0-parsers": json.dumps(arg_set.parsers),
+        "arg_sets-0-keep_files": json.dumps(arg_set.keep_files),
+    }
+    for name, value in fields.items():
+        key = f"arg_sets-0-{name[len('arg_set_'):]}" if name.startswith("arg_set_") else name
+        data[key] = value
+    return data
+
+
+def definition(campaign: Campaign) -> tuple:
+    campaign.refresh_from_db()
+    arg_set = campaign.arg_sets.get()
+    return (campaign.output_key, campaign.queue, campaign.dataset.name, campaign.spec_version,
+            arg_set.parameters["method"])
+
+
+def change_url(campaign: Campaign) -> str:
+    return f"/admin/campaigns/campaign/{campaign.pk}/change/"
+
+
+EDITS = {"output_key": "elsewhere", "queue": "other", "arg_set_parameters": json.dumps(
+    {"method": "gfn1", "task": "grad"})}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", ["running", "paused", "done", "failed"])
+def test_a_launched_campaign_s_definition_cannot_be_edited(admin_client, demo_dataset,
+                                                           other_dataset, state):
+    campaign = import_example("xtb_gfn2.yaml")
+    Campaign.objects.filter(pk=campaign.pk).update(state=state)
+    before = definition(campaign)
+
+    page = admin_client.get(change_url(campaign)).content.decode()
+    response = admin_client.post(change_url(campaign), change_form(
+        campaign, dataset=other_dataset.pk, notes="rerun after the fix", priority="low",
+        max_attempts="5", **EDITS))
+
+    assert response.status_code == 302
+    assert definition(campaign) == before == ("xtb", "xtb", "demo", 1, "gfn2")
+    # What does not change what workers run or where results go stays editable.
+    assert (campaign.notes, campaign.priority, campaign.max_attempts) == (
+        "rerun after the fix", "low", 5)
+    assert 'name="output_key"' not in page and 'name="arg_sets-0-parameters"' not in page
+    assert "its definition is fixed; use the New version action" in page
+
+
+@pytest.mark.django_db
+def test_a_draft_s_definition_can_be_edited(admin_client, demo_dataset):
+    campaign = import_example("xtb_gfn2.yaml")
+
+    response = admin_client.post(change_url(campaign), change_form(campaign, **EDITS))
+
+    assert response.status_code == 302
+    assert definition(campaign) == ("elsewhere", "other", "demo", 1, "gfn1")
+
+
+@pytest.mark.django_db
+def test_a_new_version_is_a_draft_to_edit_whose_spec_is_published_at_launch(
+        admin_client, demo_dataset, redis_conn):
+    from campaigns.models import Record
+    from campaigns.pipeline_keys import campaign_spec_key
+    from campaigns.services.lifecycle import campaign_launch
+
+    for record_id in ("water", "ammonia"):
+        Record.objects.create(dataset=demo_dataset, record_id=record_id, input={})
+    campaign = import_example("xtb_gfn2.yaml")
+    assert campaign_launch(campaign=campaign, connection=redis_conn).added == 2
+    campaign.tasks.update(state="done")
+    Campaign.objects.filter(pk=campaign.pk).update(state="done")
+    url = "/admin/campaigns/campaign/"
+
+    refused = admin_client.post(url, {"action": "new_version", "_selected_action": [
+        import_example("wb97mv.yaml").pk]}, follow=True)
+    response = admin_client.post(url, {"action": "new_version",
+                                       "_selected_action": [campaign.pk]}, follow=True)
+    edited = admin_client.post(change_url(campaign), change_form(
+        Campaign.objects.get(pk=campaign.pk), **EDITS))
+
+    assert [str(m) for m in refused.context["messages"]] == [
+        "campaign wb97mv is draft: only a done, failed, cancelled campaign can become a new "
+        "version (pause is not enough: cancel it, or wait until it is done)"]
+    assert [str(m) for m in response.context["messages"]] == [
+        "xtb_demo: version 2, a draft; edit it, then launch it"]
+    assert edited.status_code == 302
+    assert definition(campaign) == ("elsewhere", "other", "demo", 2, "gfn1")
+    assert campaign.state == "draft" and not campaign.tasks.exists()
+    assert campaign_launch(campaign=campaign, connection=redis_conn).added == 2
+    spec = json.loads(redis_conn.get(campaign_spec_key(campaign=campaign)))
+    assert campaign_spec_key(campaign=campaign) == f"htportal:spec:{campaign.pk}:2"
+    assert spec["arg_sets"][0]["parameters"]["method"] == "gfn1"
+    assert {job_id.split("-")[1] for job_id in campaign.tasks.values_list("job_id", flat=True)} \
+        == {"v2"}

@@ -5,14 +5,14 @@ import signal
 
 import pytest
 from rq.job import Job
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from campaigns.models import Campaign
 from campaigns.services.feeding import queues_feed
 from campaigns.services.reconciling import tasks_reconcile
 from tests.pipeline.collect_helpers import (Processes, age_started_registries, campaign_submitted,
-                                            states, wait_for)
+                                            refresh, states, wait_for)
 
 
 @pytest.fixture
@@ -95,11 +95,11 @@ def test_a_job_whose_worker_died_is_retried_with_worker_lost(fed, redis_conn, pr
         1, "pending", 1, "WorkerLost")
     assert task.error_message == ("worker w-lost stopped heartbeating (killed or pre-empted) "
                                   "while running the task")
-    # Out of rq's failed registry, so the feeder queues it afresh.
-    failed = FailedJobRegistry(name="pipe:normal", connection=redis_conn)
-    assert failed.get_job_ids() == []
-    assert not redis_conn.exists(Job.key_for(task.job_id))
+    # Marked failed in Redis and out of the started registry, so the feeder queues it afresh.
+    assert redis_conn.hget(Job.key_for(task.job_id), "status") == b"failed"
+    assert started_job_ids(redis_conn) == []
     assert queues_feed(connection=redis_conn, window=100).queued == 1
+    assert refresh(task).delivery == 2
 
 
 def test_a_lost_worker_on_the_last_attempt_fails_the_task(fed, redis_conn, processes):
@@ -113,5 +113,7 @@ def test_a_lost_worker_on_the_last_attempt_fails_the_task(fed, redis_conn, proce
     report = tasks_reconcile(connection=redis_conn)
     assert (report.failed, states(campaign)) == (1, {"failed": 1})
     assert list(campaign.task_minutes.values_list("done", "failed")) == [(0, 1)]
-    assert Campaign.objects.get(pk=campaign.pk).state == "done"
-    assert report.line() == "reconciled: 1 lost with their worker (failed)"
+    # Nothing succeeded: the campaign ends failed, and rq's copy of the job is gone.
+    assert Campaign.objects.get(pk=campaign.pk).state == "failed"
+    assert report.line() == "reconciled: 1 failed for good"
+    assert not redis_conn.exists(Job.key_for(campaign.tasks.get().job_id))

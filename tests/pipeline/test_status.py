@@ -106,3 +106,32 @@ def test_the_command_prints_json(busy_campaign, portal_redis):
 def test_the_command_names_the_known_campaigns_for_an_unknown_one(busy_campaign, portal_redis):
     with pytest.raises(CommandError, match=r"no campaign named 'nope' \(known: busy\)"):
         call_command("campaign_status", "nope")
+
+
+@pytest.mark.parametrize("state, failed, text, badge", [
+    ("done", 0, "done", "done"),
+    ("done", 3, "done with 3 failed of 20", "done-failures"),
+    ("failed", 20, "failed: 20 of 20 tasks failed", "failed"),
+    ("running", 3, "running", "running"),
+])
+def test_a_finished_campaign_s_state_says_its_failures(make_campaign, redis_conn, state, failed,
+                                                       text, badge):
+    from django.template.loader import render_to_string
+
+    from campaigns.dashboard import display
+    campaign = make_campaign(name="ends", records=20)
+    campaign_submit(campaign=campaign)
+    campaign.tasks.update(state="done")
+    for task in campaign.tasks.order_by("pk")[:failed]:
+        Task.objects.filter(pk=task.pk).update(state="failed", error_class="ProgramFailed")
+    campaign.__class__.objects.filter(pk=campaign.pk).update(state=state)
+    campaign.refresh_from_db()
+    status = campaign_status(campaign=campaign, connection=redis_conn)
+    assert (status.state_text, status.badge) == (text, badge)
+    assert status.lines()[0] == f"ends ({text}, queue pipe:normal)"
+    progress = display.progress(status)
+    html = render_to_string("dashboard/partials/campaign_rows.html",
+                            {"rows": [{"campaign": campaign, "status": status,
+                                       "progress": progress}]})
+    assert f'<span class="state state-{badge}">{text}</span>' in html
+    assert status.as_dict()["state_text"] == text
