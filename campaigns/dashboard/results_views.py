@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -19,7 +20,9 @@ from campaigns.dashboard import accounting, results_selectors
 from campaigns.models import Campaign
 from campaigns.services.exports import FORMATS
 from campaigns.services.kept_files import kept_file_open
+from campaigns.services.ownership import campaigns_visible, datasets_visible
 
+DATASETS_PER_PAGE = 50
 # Until settings.LOGIN_URL points at the dashboard's login page, these views name it.
 LOGIN_URL = "/dashboard/login/"
 
@@ -153,6 +156,20 @@ def accounting_page(request: HttpRequest) -> HttpResponse:
     report = accounting.accounting_visible(user=request.user, days=days)
     return render(request, "dashboard/results_accounting.html",
                   {"accounting": report, "series": report.series(), "days": days})
+
+
+@_login
+def datasets(request: HttpRequest) -> HttpResponse:
+    """The datasets the user may see (staff: all), with their record counts and campaigns."""
+    page = Paginator(datasets_visible(user=request.user), DATASETS_PER_PAGE
+                     ).get_page(request.GET.get("page"))
+    campaigns: dict[int, list[Campaign]] = {}
+    for campaign in campaigns_visible(user=request.user).filter(
+            dataset__in=[dataset.pk for dataset in page]):
+        campaigns.setdefault(campaign.dataset_id, []).append(campaign)
+    return render(request, "dashboard/results_datasets.html",
+                  {"page": page, "rows": [(dataset, campaigns.get(dataset.pk, []))
+                                          for dataset in page]})
 
 
 def export_links(campaign: Campaign) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("login/", results_views.DashboardLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:login"), name="logout"),
     path("accounting/", results_views.accounting_page, name="accounting"),
+    path("datasets/", results_views.datasets, name="datasets"),
     path("campaigns/rows/", views.campaigns_partial, name="campaigns-partial"),
     # By name (as the API): before the pk routes, so that a campaign named "12" is not taken
     # for the campaign with id 12's action "results".

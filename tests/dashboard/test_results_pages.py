@@ -363,3 +363,15 @@ def test_a_non_staff_user_logs_in_and_sees_only_their_campaigns(client, make_led
     client.logout()
     plain = client.post(reverse("dashboard:login"), {"username": "olga", "password": PASSWORD})
     assert plain["Location"] == "/dashboard/"
+
+
+def test_a_user_sees_their_own_datasets_with_their_campaigns(owner_client, make_ledger, owner,
+                                                            make_user):
+    mine = Dataset.objects.create(name="mine-data", owner=owner, record_count=12)
+    Dataset.objects.create(name="their-data", owner=make_user("tom"))
+    campaign = make_ledger("water", owner)
+    campaign.dataset = mine
+    campaign.save()
+    body = owner_client.get(reverse("dashboard:datasets")).content.decode()
+    assert re.findall(r'data-dataset="([^"]+)"', body) == ["mine-data"]
+    assert '<td class="num">12</td>' in body and f'href="{results_url(campaign)}"' in body
