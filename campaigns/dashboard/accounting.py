@@ -137,16 +137,22 @@ def accounting_visible(*, user, days: int = DEFAULT_DAYS, now: datetime | None =
 
 def _accounting(tasks: QuerySet[Task], *, names: dict[int, Campaign], days: int,
                 now: datetime | None = None) -> Accounting:
+    """One GROUP BY (campaign, error class, host) over `tasks` makes every table; the per-day
+    series is a second one over the tasks that ended within `days`."""
     days = max(0, min(int(days), MAX_DAYS))
     result = Accounting(total=CostRow(name="total"), days_span=days)
     by_campaign: dict[int, CostRow] = {}
     by_class: dict[str, CostRow] = {}
-    for sums in _sums(tasks, "campaign_id", "error_class"):
+    by_host: dict[str, CostRow] = {}
+    for sums in _sums(tasks.annotate(run_host=_host()), "campaign_id", "error_class",
+                      "run_host"):
         campaign = names.get(sums["campaign_id"])
         if campaign is None:
             continue
         row = _row(campaign.name, sums)
         _add(by_campaign.setdefault(campaign.pk, CostRow(name=campaign.name)), row)
+        host = sums["run_host"] or "(unknown)"
+        _add(by_host.setdefault(host, CostRow(name=host)), row)
         _add(result.total, row)
         if sums["failed_n"]:
             name = sums["error_class"] or "unknown"
@@ -156,16 +162,14 @@ def _accounting(tasks: QuerySet[Task], *, names: dict[int, Campaign], days: int,
             _add(by_class.setdefault(name, CostRow(name=name)), failed)
     result.campaigns = sorted(by_campaign.values(), key=lambda row: (-row.core_hours, row.name))
     result.failures = sorted(by_class.values(), key=lambda row: (-row.core_hours, row.name))
+    hosts = sorted(by_host.values(), key=lambda row: (-row.core_hours, row.name))
+    result.hosts, result.hosts_more = hosts[:HOSTS_SHOWN], len(hosts) > HOSTS_SHOWN
     users: dict[str, CostRow] = {}
     for pk, row in by_campaign.items():
         owner = names[pk].owner
         name = owner.get_username() if owner else "(no owner)"
         _add(users.setdefault(name, CostRow(name=name)), row)
     result.users = sorted(users.values(), key=lambda row: (-row.core_hours, row.name))
-    hosts = sorted(_sums(tasks.annotate(run_host=_host()), "run_host"),
-                   key=lambda sums: (-(sums["cpu"] or 0), sums["run_host"] or ""))
-    result.hosts = [_row(sums["run_host"] or "(unknown)", sums) for sums in hosts[:HOSTS_SHOWN]]
-    result.hosts_more = len(hosts) > HOSTS_SHOWN
     if days:
         result.days = _per_day(tasks, days=days, now=now or timezone.now())
     return result
