@@ -20,10 +20,9 @@ series is bounded to the last `days` days through the (state, finished_at) index
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone as dt_timezone
 
-from django.db.models import Case, CharField, Count, F, Q, QuerySet, Sum, When
-from django.db.models.functions import TruncDate
+from django.db.models import Case, CharField, Count, F, Func, Q, QuerySet, Sum, When
 from django.utils import timezone
 
 from campaigns.models import Campaign, Task
@@ -175,17 +174,32 @@ def _accounting(tasks: QuerySet[Task], *, names: dict[int, Campaign], days: int,
     return result
 
 
+class _Day(Func):
+    """The UTC day of a timestamp as text "YYYY-MM-DD": SQLite stores UTC text, so its first
+    ten characters (TruncDate calls a Python function per row there, four times slower)."""
+
+    output_field = CharField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="SUBSTR(%(expressions)s, 1, 10)",
+                           **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection,
+                           template="TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+                           **extra)
+
+
 def _per_day(tasks: QuerySet[Task], *, days: int, now: datetime) -> list[tuple[date, float,
                                                                                float]]:
     """Core-hours of the tasks that ended on each of the last `days` days (UTC), gaps as 0."""
     first = (now - timedelta(days=days - 1)).date()
-    start = datetime(first.year, first.month, first.day, tzinfo=now.tzinfo)
+    start = datetime(first.year, first.month, first.day, tzinfo=dt_timezone.utc)
     rows = (tasks.filter(state__in=ENDED, finished_at__gte=start, cpu_s__isnull=False)
-            .annotate(day=TruncDate("finished_at")).order_by().values("day")
+            .annotate(day=_Day("finished_at")).order_by().values("day")
             .annotate(cpu=Sum("cpu_s"),
                       failed_cpu=Sum("cpu_s", filter=Q(state=Task.State.FAILED))))
-    by_day = {row["day"]: (core_hours(row["cpu"]), core_hours(row["failed_cpu"]))
-              for row in rows}
+    by_day = {date.fromisoformat(row["day"]): (core_hours(row["cpu"]),
+                                               core_hours(row["failed_cpu"])) for row in rows}
     return [(first + timedelta(days=n), *by_day.get(first + timedelta(days=n), (0.0, 0.0)))
             for n in range(days)]
-
