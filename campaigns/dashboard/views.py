@@ -164,11 +164,19 @@ def _workers_context() -> dict:
             "memory_bound": display.bytes_text(memory.bound) if memory and memory.bound else ""}
 
 
+def _staff_only(request: HttpRequest) -> None:
+    """Pools, workers and the scaler serve every user's campaigns: staff's view only."""
+    if not request.user.is_staff:
+        raise Http404("the workers page is for staff")
+
+
 @login_required
 def workers(request: HttpRequest) -> HttpResponse:
+    _staff_only(request)
     return render(request, "dashboard/workers.html", _workers_context())
 
 
 @login_required
 def workers_partial(request: HttpRequest) -> HttpResponse:
+    _staff_only(request)
     return render(request, "dashboard/partials/workers.html", _workers_context())

@@ -245,7 +245,19 @@ def test_actions_need_the_csrf_token(make_ledger, owner):
 
 # -- workers and pools ---------------------------------------------------------------------
 
-def test_the_workers_page_groups_live_workers_by_pool_and_host(owner_client, portal_redis):
+@pytest.fixture
+def staff_client(client, make_user):
+    client.force_login(make_user("sam", staff=True))
+    return client
+
+
+def test_the_workers_page_is_for_staff_only(owner_client, portal_redis):
+    assert owner_client.get(reverse("dashboard:workers")).status_code == 404
+    assert owner_client.get(reverse("dashboard:workers-partial")).status_code == 404
+
+
+def test_the_workers_page_groups_live_workers_by_pool_and_host(staff_client, portal_redis):
+    owner_client = staff_client
     WorkerPool.objects.create(name="here", kind="local", queues="dash xtb")
     worker = Worker(["dash:high", "dash:normal", "dash:low"], connection=portal_redis,
                     name="node7.12.abc")
@@ -263,7 +275,8 @@ def test_the_workers_page_groups_live_workers_by_pool_and_host(owner_client, por
     assert "(no bound: maxmemory is not set)" in body
 
 
-def test_it_shows_redis_memory_against_its_bound(owner_client, portal_redis):
+def test_it_shows_redis_memory_against_its_bound(staff_client, portal_redis):
+    owner_client = staff_client
     portal_redis.config_set("maxmemory", 100 * 2**20)
     try:
         body = owner_client.get(reverse("dashboard:workers-partial")).content.decode()
@@ -276,6 +289,8 @@ def test_it_says_when_redis_does_not_answer(owner_client, settings, make_ledger,
     from tests.servers import free_port
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     campaign = make_ledger("mixed", owner, MIXED)
+    owner.is_staff = True  # the workers page is staff's
+    owner.save()
     assert "Redis unreachable" in owner_client.get(reverse("dashboard:workers")).content.decode()
     body = owner_client.get(reverse("dashboard:campaign", args=[campaign.pk])).content.decode()
     assert "Redis unreachable" in body and "pending 8" in body
