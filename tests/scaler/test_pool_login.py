@@ -275,3 +275,25 @@ def test_a_whole_scaler_step_runs_through_the_session_and_no_secret_is_kept(
             assert secret.encode() not in path.read_bytes(), path
     assert oct(Path(settings.SSH_SESSION_DIR).stat().st_mode & 0o777) == "0o700"
     assert list(Path(settings.SSH_SESSION_DIR).glob("askpass-*")) == []
+
+
+def test_an_abandoned_prompt_leaves_no_session_and_no_bridge(osg, mfa):
+    def no_answer(prompt):
+        raise EOFError
+    with pytest.raises(LoginFailed) as caught:
+        pool_login(pool=osg, answer=no_answer)
+    assert str(caught.value) == ("pool osg: no answer to the host's prompt (end of input); "
+                                 "nothing was kept")
+    assert pool_login_status(osg).startswith("pool osg: no SSH session yet")
+    assert list(Path(SessionPaths.of(osg).directory).glob("askpass-*")) == []
+
+
+def test_a_login_not_finished_in_time_is_given_up(osg, mfa):
+    def slow(prompt):
+        time.sleep(1.5)
+        return mfa.password
+    with pytest.raises(LoginFailed) as caught:
+        pool_login(pool=osg, answer=slow, timeout=1)
+    assert str(caught.value) == (f"pool osg: no login to {mfa.user}@127.0.0.1:{mfa.port} "
+                                 f"within 1 s; nothing was kept")
+    assert pool_login_status(osg).startswith("pool osg: no SSH session yet")

@@ -28,12 +28,13 @@ import json
 import logging
 import os
 import re
+import select
 import shlex
 import shutil
 import stat
 import subprocess
 import tempfile
-import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ SERVER_ALIVE_COUNT_MAX = 3
 PROMPT_MAX = 4096
 ANSWER_MAX = 1024
 LOG_TAIL_LINES = 3
+ASKPASS_IO_S = 10.0
 _MASTER_PID = re.compile(r"Master running \(pid=(\d+)\)")
 
 
@@ -199,12 +201,14 @@ Answer = Callable[[str], str]
 class _AskpassBridge:
     """SSH_ASKPASS for one login: OpenSSH runs the script with each prompt; the script hands
     the prompt to this process through one FIFO and prints the answer it reads from another.
-    Both live in a 0700 directory removed after the login; nothing is written to a file."""
+    Both live in a 0700 directory removed after the login; nothing is written to a file.
+
+    The prompts are answered in the calling thread (getpass must own the terminal there, so
+    that ^C restores its echo)."""
 
     SCRIPT = '#!/bin/sh\nprintf "%s" "$1" > {req}\nexec cat {resp}\n'
 
-    def __init__(self, directory: Path, answer: Answer) -> None:
-        self.answer = answer
+    def __init__(self, directory: Path) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="askpass-", dir=directory))
         self.req, self.resp = self.dir / "req", self.dir / "resp"
         os.mkfifo(self.req, 0o600)
@@ -213,40 +217,60 @@ class _AskpassBridge:
         self.script.write_text(self.SCRIPT.format(req=shlex.quote(str(self.req)),
                                                   resp=shlex.quote(str(self.resp))))
         os.chmod(self.script, stat.S_IRWXU)
-        self.prompts: List[str] = []
-        self.error: Optional[BaseException] = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name="askpass", daemon=True)
+        self.prompts = 0
+        self._fd: Optional[int] = None
 
     def __enter__(self) -> "_AskpassBridge":
-        self.thread.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.done.set()
-        try:  # wake the thread if it waits for a prompt that will not come
-            os.close(os.open(self.req, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
-        self.thread.join(5)
+        if self._fd is not None:
+            os.close(self._fd)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _serve(self) -> None:
-        while not self.done.is_set():
-            with open(self.req, "rb") as handle:
-                prompt = handle.read(PROMPT_MAX).decode("utf-8", "replace")
-            if self.done.is_set():
-                return
-            self.prompts.append(prompt)
+    def prompt(self, wait: float) -> Optional[str]:
+        """The next prompt OpenSSH asks, or None when none comes within `wait` seconds."""
+        if self._fd is None:  # non-blocking: a FIFO with no writer yet reads as "nothing"
+            self._fd = os.open(self.req, os.O_RDONLY | os.O_NONBLOCK)
+        if not select.select([self._fd], [], [], wait)[0]:
+            return None
+        chunks, size = [], 0
+        deadline = time.monotonic() + ASKPASS_IO_S
+        while time.monotonic() < deadline:
             try:
-                reply = self.answer(prompt)
-            except BaseException as exc:  # EOF or ^C at the terminal: answer nothing
-                self.error = exc
-                reply = ""
-            reply = (reply or "").replace("\r", "").replace("\n", "")[:ANSWER_MAX]
-            with open(self.resp, "wb") as handle:
-                handle.write(reply.encode() + b"\n")
-            del reply
+                chunk = os.read(self._fd, PROMPT_MAX)
+            except BlockingIOError:
+                select.select([self._fd], [], [], 0.05)
+                continue
+            if not chunk:  # the script closed its end: the prompt is complete
+                break
+            size += len(chunk)
+            if size <= PROMPT_MAX:
+                chunks.append(chunk)
+        os.close(self._fd)  # a fresh open for the next prompt
+        self._fd = None
+        self.prompts += 1
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def reply(self, answer: str) -> None:
+        """Hand `answer` (one line) to the script waiting for it."""
+        answer = (answer or "").replace("\r", "").replace("\n", "")[:ANSWER_MAX]
+        deadline = time.monotonic() + ASKPASS_IO_S
+        while True:
+            try:
+                fd = os.open(self.resp, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:  # ENXIO: the script has not opened its end yet
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+        os.set_blocking(fd, True)
+        try:
+            os.write(fd, answer.encode() + b"\n")
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def pool_login(*, pool: WorkerPool, answer: Answer,
@@ -273,7 +297,7 @@ def pool_login(*, pool: WorkerPool, answer: Answer,
     if pool.key_path:  # an access point may want the key and the code
         argv += ["-i", pool.key_path, "-o", "IdentitiesOnly=yes"]
     argv.append(pool.host)
-    with _AskpassBridge(paths.directory, answer) as bridge, open(paths.log, "w") as ssh_log:
+    with _AskpassBridge(paths.directory) as bridge, open(paths.log, "w") as ssh_log:
         os.chmod(paths.log, 0o600)
         env = {**os.environ, "SSH_ASKPASS": str(bridge.script), "SSH_ASKPASS_REQUIRE": "force"}
         # Its own session: the master outlives this command and no terminal reaches OpenSSH,
@@ -281,18 +305,17 @@ def pool_login(*, pool: WorkerPool, answer: Answer,
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=ssh_log, env=env, start_new_session=True)
         try:
-            code = process.wait(timeout)
-        except subprocess.TimeoutExpired:
+            code = _dialogue(process, bridge, answer, time.monotonic() + timeout)
+        except BaseException as exc:  # ^C or EOF at a prompt: no master is left behind
             process.kill()
             process.wait()
-            raise LoginFailed(f"pool {pool.name}: no login to {pool.address} within "
-                              f"{timeout:g} s; nothing was kept") from None
-        except BaseException:
-            process.kill()
-            process.wait()
+            if isinstance(exc, EOFError):
+                raise LoginFailed(f"pool {pool.name}: no answer to the host's prompt (end of "
+                                  f"input); nothing was kept") from None
             raise
-    if isinstance(bridge.error, KeyboardInterrupt):
-        raise bridge.error
+        if code is None:
+            raise LoginFailed(f"pool {pool.name}: no login to {pool.address} within "
+                              f"{timeout:g} s; nothing was kept")
     if code != 0:
         raise _login_error(pool, paths)
     pid = session_master_pid(pool=pool, paths=paths)
@@ -301,11 +324,24 @@ def pool_login(*, pool: WorkerPool, answer: Answer,
                           f"ControlMaster socket {paths.socket} does not answer")
     _write_private(paths.note, json.dumps({
         "opened_at": timezone.now().isoformat(timespec="seconds"), "pid": pid,
-        "address": pool.address, "prompts": len(bridge.prompts)}) + "\n")
+        "address": pool.address, "prompts": bridge.prompts}) + "\n")
     # A pool backing off after "the SSH session has gone" is tried again at the next step.
     WorkerPool.objects.filter(pk=pool.pk).update(next_try_at=None)
     log.info("pool %s: SSH session opened to %s (master pid %s)", pool.name, pool.address, pid)
     return session_describe(pool=pool)
+
+
+def _dialogue(process: subprocess.Popen, bridge: _AskpassBridge, answer: Answer,
+              deadline: float) -> Optional[int]:
+    """Answer OpenSSH's prompts until it exits (its exit code) or the deadline (None)."""
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            return code
+        prompt = bridge.prompt(wait=0.2)
+        if prompt is not None:
+            bridge.reply(answer(prompt))
+    return None
 
 
 def _login_error(pool: WorkerPool, paths: SessionPaths) -> ScalerError:
