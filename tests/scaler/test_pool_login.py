@@ -95,6 +95,19 @@ def kill_master(pool) -> None:
         time.sleep(0.05)
 
 
+def ssh_processes_of(pool) -> list:
+    socket = str(SessionPaths.of(pool).socket).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"ssh" and socket in argv:
+            found.append(int(proc.name))
+    return found
+
+
 def gone_message(pool) -> str:
     return (f"pool osg: the SSH session has gone (ControlMaster socket "
             f"{SessionPaths.of(pool).socket} not answering); run manage.py pool_login osg")
@@ -297,3 +310,4 @@ def test_a_login_not_finished_in_time_is_given_up(osg, mfa):
     assert str(caught.value) == (f"pool osg: no login to {mfa.user}@127.0.0.1:{mfa.port} "
                                  f"within 1 s; nothing was kept")
     assert pool_login_status(osg).startswith("pool osg: no SSH session yet")
+    assert ssh_processes_of(osg) == []  # the OpenSSH that was waiting for an answer is gone

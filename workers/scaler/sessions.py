@@ -314,6 +314,8 @@ def pool_login(*, pool: WorkerPool, answer: Answer,
                                   f"input); nothing was kept") from None
             raise
         if code is None:
+            process.kill()
+            process.wait()
             raise LoginFailed(f"pool {pool.name}: no login to {pool.address} within "
                               f"{timeout:g} s; nothing was kept")
     if code != 0:
