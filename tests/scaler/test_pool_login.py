@@ -7,17 +7,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import traceback
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core import serializers
 from django.core.management import call_command
+from django.db import connections
 from django.core.management.base import CommandError
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -311,3 +315,45 @@ def test_a_login_not_finished_in_time_is_given_up(osg, mfa):
                                  f"within 1 s; nothing was kept")
     assert pool_login_status(osg).startswith("pool osg: no SSH session yet")
     assert ssh_processes_of(osg) == []  # the OpenSSH that was waiting for an answer is gone
+
+
+@pytest.mark.django_db(transaction=True)  # the forked command reads the pool from the database
+def test_the_command_asks_on_a_real_terminal_without_echo(osg, mfa):
+    """`manage.py pool_login osg` in a child on a pseudo-terminal, answered as a person types."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty, as at a login shell
+        code = 1
+        try:
+            connections.close_all()
+            with open("/dev/tty", "w") as tty:
+                call_command("pool_login", "osg", stdout=tty, stderr=tty)
+            code = 0
+        except BaseException:
+            traceback.print_exc(file=open("/dev/tty", "w"))
+        finally:
+            os._exit(code)
+    seen = b""
+    code = mfa.code()
+    answers = [(b"Password: ", mfa.password), (b"One-time password (OATH) for", code)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if answers and answers[0][0] in seen:
+            _, answer = answers.pop(0)
+            seen = seen.replace(_, b"<asked>", 1)
+            os.write(terminal, answer.encode() + b"\n")
+        if not select.select([terminal], [], [], 0.2)[0]:
+            continue
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child has exited
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    text = seen.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert text.count("<asked>") == 2, text
+    assert f"pool osg: SSH session open to {mfa.user}@127.0.0.1:{mfa.port}" in text
+    assert mfa.password not in text and code not in text  # getpass: nothing echoed
+    assert pool_login_status(osg) is None
