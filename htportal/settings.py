@@ -264,3 +264,12 @@ RQ_QUEUES[PORTAL_JOBS_QUEUE] = {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 6 * 3600,
 UPLOAD_DIR = Path(env_str("HTPORTAL_UPLOAD_DIR", str(VAR_DIR / "uploads")))
 PORTAL_JOB_TIMEOUT_S = env_int("HTPORTAL_PORTAL_JOB_TIMEOUT_S", 6 * 3600)
 PORTAL_JOB_HEARTBEAT_S = env_int("HTPORTAL_PORTAL_JOB_HEARTBEAT_S", 300)
+
+# --- SSH sessions opened by a person (docs/scaler.md, "Access points with a second factor") -----
+# Pools whose access point wants a password or one-time code at login (OSPool's ap40...): the
+# scaler runs their commands through an OpenSSH ControlMaster socket that `manage.py pool_login
+# POOL` opened once, answering the host's prompts on the terminal. Comma-separated pool names.
+SSH_SESSION_POOLS = env_list("HTPORTAL_SSH_SESSION_POOLS", [])
+# Where the sockets, pinned known_hosts files and login notes live (mode 0700). A unix socket
+# path has at most ~90 usable characters: pick a short directory if VAR_DIR is deep.
+SSH_SESSION_DIR = Path(env_str("HTPORTAL_SSH_SESSION_DIR", str(VAR_DIR / "ssh")))

@@ -8,18 +8,25 @@ beside any sshd or SLURM the machine has (see /work/shared/RECIPES.md, sections 
     slurm = start_slurm()        # slurmctld + slurmd (auth/none), node idle when it returns
     slurm.env                    # {"SLURM_CONF": ...}: what a client command needs
     remote = sshd.remote()       # workers.scaler.ssh.SshRemote to it
+    mfa = start_mfa_sshd()       # sshd asking a password and a TOTP code (keyboard-interactive)
+    mfa.password, mfa.code()     # the answers to its two prompts
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
+import secrets
+import struct
+import sys
 import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import paramiko
 
@@ -40,6 +47,52 @@ StrictModes no
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
 """
+# The second-factor access point: keyboard-interactive only, through PAM. OpenSSH 9.2 on Linux
+# has no keyboard-interactive without PAM (its other devices are BSD's), so this sshd runs
+# under a name of its own (argv[0], a symlink): PAM then reads /etc/pam.d/<that name>, a stack
+# written for the run (root needed, as the tests are) that asks "Password: " (pam_exec checks
+# it against a file of the run) and then a real RFC 6238 code (pam_oath, package libpam-oath),
+# as OSPool's access points ask a password or key and a TOTP code.
+MFA_SSHD_CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {dir}/host_ed25519
+PidFile {dir}/sshd.pid
+AuthorizedKeysFile {dir}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication yes
+AuthenticationMethods keyboard-interactive
+UsePAM yes
+StrictModes no
+PermitRootLogin yes
+Subsystem sftp internal-sftp
+"""
+MFA_PAM_STACK = """\
+auth required pam_exec.so expose_authtok quiet {dir}/check-password
+auth required pam_oath.so usersfile={dir}/oath.users window=10 digits=6
+account required pam_permit.so
+session required pam_permit.so
+password required pam_deny.so
+"""
+# pam_exec hands the password on stdin, ended by a NUL byte.
+CHECK_PASSWORD = """\
+#!{python}
+import sys
+given = sys.stdin.buffer.read().split(b"\\0")[0]
+sys.exit(0 if given == open("{dir}/password", "rb").read().strip() else 1)
+"""
+PAM_OATH = "/lib/x86_64-linux-gnu/security/pam_oath.so"
+TOTP_STEP_S = 30
+
+
+def totp(secret: bytes, step: int) -> str:
+    """RFC 6238's six digits of `secret` for time step `step` (HMAC-SHA1, 30 s)."""
+    digest = hmac.new(secret, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    number = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
+    return f"{number % 1_000_000:06d}"
+
+
 # SchedulerParameters: schedule at once rather than on the default multi-second tick.
 SLURM_CONF = """\
 ClusterName=htportaltest
@@ -137,6 +190,82 @@ def start_sshd() -> SshServer:
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     return SshServer("127.0.0.1", port, user, directory / "user_ed25519", host_key_line,
                      directory, process)
+
+
+@dataclass
+class MfaSshServer:
+    """sshd on 127.0.0.1:port that lets `user` in only after a password and a TOTP code."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    totp_secret: bytes
+    host_key_line: str
+    directory: Path
+    pam_file: Path
+    process: subprocess.Popen
+    last_step: Optional[int] = None
+
+    def code(self) -> str:
+        """A code the server takes now. pam_oath refuses a code used before, so each call
+        gives the next time step's (within its window of 10) once the current one is used."""
+        step = int(time.time()) // TOTP_STEP_S
+        if self.last_step is not None and step <= self.last_step:
+            step = self.last_step + 1
+        self.last_step = step
+        return totp(self.totp_secret, step)
+
+    def log(self) -> str:
+        return (self.directory / "sshd.log").read_text()
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.pam_file.unlink(missing_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_mfa_sshd() -> MfaSshServer:
+    """sshd -D on a free port asking "Password: " then "One-time password (OATH) ...: "."""
+    if not os.path.exists(PAM_OATH):
+        raise RuntimeError(f"{PAM_OATH} is missing: apt-get install -y libpam-oath")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="htportal-mfa-sshd-"))
+    os.chmod(directory, 0o755)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "",
+                    "-f", str(directory / "host_ed25519")], check=True)
+    (directory / "authorized_keys").write_text("")
+    password = f"pw-{secrets.token_hex(8)}"
+    (directory / "password").write_text(password + "\n")
+    os.chmod(directory / "password", 0o600)
+    checker = directory / "check-password"
+    checker.write_text(CHECK_PASSWORD.format(python=sys.executable, dir=directory))
+    os.chmod(checker, 0o755)
+    secret = secrets.token_bytes(20)
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    users = directory / "oath.users"
+    users.write_text(f"HOTP/T30/6 {user} - {secret.hex()}\n")
+    os.chmod(users, 0o600)
+    service = f"htportal-test-sshd-{secrets.token_hex(4)}"
+    pam_file = Path("/etc/pam.d") / service
+    pam_file.write_text(MFA_PAM_STACK.format(dir=directory))
+    program = directory / service  # PAM's service name is sshd's argv[0] name
+    program.symlink_to(SSHD)
+    port = free_port()
+    config = directory / "sshd_config"
+    config.write_text(MFA_SSHD_CONFIG.format(port=port, dir=directory))
+    try:
+        subprocess.run([str(program), "-t", "-f", str(config)], check=True, capture_output=True)
+        process = subprocess.Popen([str(program), "-D", "-e", "-f", str(config)],
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=open(directory / "sshd.log", "w"))
+        wait_for_port(port)
+    except Exception:
+        pam_file.unlink(missing_ok=True)
+        raise
+    host_key_line = " ".join((directory / "host_ed25519.pub").read_text().split()[:2])
+    return MfaSshServer("127.0.0.1", port, user, password, secret, host_key_line, directory,
+                        pam_file, process)
 
 
 @dataclass

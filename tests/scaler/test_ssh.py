@@ -1,10 +1,13 @@
-"""SshRemote against a real sshd (tests/scaler/conftest.py): pinned host keys, errors, commands."""
+"""SshRemote against a real sshd (tests/scaler/conftest.py): pinned host keys, errors, commands;
+SessionRemote through an OpenSSH ControlMaster to the same sshd."""
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +15,9 @@ import pytest
 
 from tests.servers import free_port
 from workers.scaler.base import AuthenticationFailed, HostKeyError, ScalerError, UnreachableError
+from workers.models import WorkerPool
+from workers.scaler.sessions import (SessionGone, SessionPaths, SessionRemote,
+                                     known_hosts_write, pool_logout)
 from workers.scaler.ssh import SshRemote, SshTarget, fingerprint, host_key_parse
 
 
@@ -138,3 +144,105 @@ def test_host_key_lines_are_read_in_the_usual_forms(sshd):
         host_key_parse("not a key")
     with pytest.raises(ValueError, match="cannot be read"):
         host_key_parse(f"{key_type} AAAAnotbase64!")
+
+
+# -- SessionRemote: through an OpenSSH ControlMaster a person opened (workers/scaler/sessions.py)
+
+@pytest.fixture
+def session_pool(sshd, settings, monkeypatch):
+    """An unsaved slurm pool reached through a session; the socket directory is short (a unix
+    socket path has ~90 usable characters)."""
+    directory = Path(tempfile.mkdtemp(prefix="hts-"))
+    settings.SSH_SESSION_DIR = directory
+    settings.SSH_SESSION_POOLS = ["ap"]
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    pool = WorkerPool(name="ap", kind="slurm", host=sshd.host, port=sshd.port, user=sshd.user,
+                      host_key=sshd.host_key_line)
+    yield pool
+    subprocess.run(["ssh", "-F", "/dev/null", "-S", str(directory / "ap.sock"), "-O", "exit",
+                    "x"], capture_output=True, timeout=10)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def open_master_by_hand(sshd, pool) -> None:
+    """What the docs tell a person to type: ssh -M -S PATH -o ControlPersist=yes ... (here with
+    the test key; on a real access point OpenSSH asks for the password and code)."""
+    paths = SessionPaths.of(pool)
+    known_hosts_write(pool=pool, paths=paths)
+    subprocess.run(["ssh", "-F", "/dev/null", "-M", "-S", str(paths.socket), "-o",
+                    "ControlPersist=yes", "-N", "-f", "-i", str(sshd.user_key), "-o",
+                    "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={paths.known_hosts}",
+                    "-p", str(sshd.port), f"{sshd.user}@{sshd.host}"],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=30)
+
+
+def sshd_logins(sshd) -> int:
+    return (sshd.directory / "sshd.log").read_text().count("Accepted publickey")
+
+
+def sshd_attempts(sshd) -> int:
+    """Logins and connections that got past the banner (the fixture's port probe does not)."""
+    text = (sshd.directory / "sshd.log").read_text()
+    return text.count("Accepted publickey") + text.count("[preauth]")
+
+
+def test_a_session_remote_runs_commands_over_a_master_opened_by_hand(sshd, session_pool,
+                                                                     tmp_path):
+    open_master_by_hand(sshd, session_pool)
+    logins = sshd_logins(sshd)
+    remote = SessionRemote(pool=session_pool)
+    result = remote.run("echo out; echo err >&2; exit 3")
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert remote.run("cat", stdin="from stdin").stdout == "from stdin"
+    assert remote.run('echo "$A"', env={"A": "x y"}).stdout == "x y\n"
+    path = tmp_path / "bundle.pyz"
+    data = bytes(range(256)) * 4096  # binary, 1 MiB
+    remote.put(str(path), data, mode=0o644)
+    assert path.read_bytes() == data
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert remote.sha256(str(path)) == hashlib.sha256(data).hexdigest()
+    assert remote.sha256(str(tmp_path / "nope")) is None
+    started = time.monotonic()
+    with pytest.raises(ScalerError, match=r"`sleep 30` did not finish within 0.5 s"):
+        remote.run("sleep 30", timeout=0.5)
+    assert time.monotonic() - started < 3
+    assert sshd_logins(sshd) == logins  # all of it over the one connection
+
+
+def test_without_a_master_nothing_connects_and_a_login_is_asked_for(sshd, session_pool):
+    attempts = sshd_attempts(sshd)
+    socket = SessionPaths.of(session_pool).socket
+    with pytest.raises(SessionGone) as caught:
+        SessionRemote(pool=session_pool).run("true")
+    assert str(caught.value) == (f"pool ap: no SSH session yet (ControlMaster socket {socket} "
+                                 f"not answering); run manage.py pool_login ap")
+    assert isinstance(caught.value, UnreachableError)  # the loop drops the connection state
+    time.sleep(0.2)  # what sshd would log of a connection attempt is written by then
+    assert sshd_attempts(sshd) == attempts  # no SSH connection, not even a key exchange
+
+
+def test_a_closed_master_is_said_gone(sshd, session_pool):
+    open_master_by_hand(sshd, session_pool)
+    paths = SessionPaths.of(session_pool)
+    paths.note.write_text("{}")  # as pool_login leaves it
+    remote = SessionRemote(pool=session_pool)
+    assert remote.run("true").exit_code == 0
+    assert pool_logout(pool=session_pool) == "pool ap: SSH session closed"
+    with pytest.raises(SessionGone, match=r"^pool ap: no SSH session yet"):
+        remote.run("true")  # pool_logout removed the note: no session was ever lost
+    open_master_by_hand(sshd, session_pool)
+    paths.note.write_text("{}")
+    subprocess.run(["ssh", "-F", "/dev/null", "-S", str(paths.socket), "-O", "exit", "x"],
+                   capture_output=True, timeout=10)
+    with pytest.raises(SessionGone) as caught:
+        remote.run("true")
+    assert str(caught.value) == (f"pool ap: the SSH session has gone (ControlMaster socket "
+                                 f"{paths.socket} not answering); run manage.py pool_login ap")
+
+
+def test_a_socket_path_too_long_is_refused_with_the_setting_to_change(session_pool, settings):
+    settings.SSH_SESSION_DIR = Path("/" + "d" * 100)
+    with pytest.raises(ScalerError, match=r"longer than 90 characters .*set "
+                                          r"HTPORTAL_SSH_SESSION_DIR to a shorter directory"):
+        SessionPaths.of(session_pool)

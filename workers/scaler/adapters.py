@@ -8,6 +8,7 @@ from typing import Tuple
 from workers.models import WorkerPool
 from workers.scaler.base import BatchAdapter, CommandMissing, Remote, ScalerError
 from workers.scaler.local import LOCAL_TEMPLATE, LocalAdapter, LocalRemote, local_work_dir
+from workers.scaler.sessions import SessionRemote, pool_uses_session
 from workers.scaler.slurm import run_batch_command
 from workers.scaler.ssh import SshRemote, SshTarget
 from workers.scaler.templates import default_template
@@ -45,13 +46,17 @@ def pool_command_env(*, pool: WorkerPool) -> dict:
 
 def remote_key(*, pool: WorkerPool) -> Tuple:
     """What a pool's connection depends on: a change means a new connection."""
-    return (pool.kind, pool.host, pool.port, pool.user, pool.key_path, pool.host_key)
+    return (pool.kind, pool.host, pool.port, pool.user, pool.key_path, pool.host_key,
+            pool_uses_session(pool=pool))
 
 
 def remote_open(*, pool: WorkerPool) -> Remote:
-    """The pool's Remote; an SshRemote connects on its first command."""
+    """The pool's Remote; an SshRemote connects on its first command; a session pool's goes
+    through the ControlMaster a person opened (sessions.py, `manage.py pool_login`)."""
     if pool.kind == WorkerPool.Kind.LOCAL:
         return LocalRemote()
+    if pool_uses_session(pool=pool):
+        return SessionRemote(pool=pool)
     return SshRemote(SshTarget(pool.host, pool.port, pool.user, pool.host_key, pool.key_path))
 
 

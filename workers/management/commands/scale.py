@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from campaigns.redis_connection import redis_connection
 from workers.models import WorkerPool
 from workers.scaler.loop import STEP_INTERVAL_S, ScaleLoop
+from workers.scaler.sessions import pool_uses_session, session_describe
 
 
 def positive_float(text: str) -> float:
@@ -36,8 +37,20 @@ class Command(BaseCommand):
         if pool and not WorkerPool.objects.filter(name=pool).exists():
             known = ", ".join(WorkerPool.objects.values_list("name", flat=True)) or "none"
             raise CommandError(f"no worker pool {pool!r} (known: {known})")
+        self._say_sessions(pool)
         loop = ScaleLoop(connection=redis_connection(), pool_name=pool, dry_run=dry_run,
                          interval=interval)
         totals = loop.run(once=once)
         self.stdout.write(totals.line())
         self.stdout.write("Done.")
+
+    def _say_sessions(self, name) -> None:
+        """Pools reached through a person's SSH session (pool_login): open, or a login needed."""
+        pools = WorkerPool.objects.filter(enabled=True).order_by("name")
+        for pool in pools.filter(name=name) if name else pools:
+            if pool_uses_session(pool=pool):
+                line = session_describe(pool=pool)
+                if line.startswith(f"pool {pool.name}: SSH session open"):
+                    self.stdout.write(line)
+                else:
+                    self.stderr.write(line)
