@@ -198,7 +198,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/dashboard/login/"  # every user, staff or not, logs in to the dashboard here
 
 # Uploads of job definition files and records go through the admin; 64 MB is ample for a
 # definition file with a receptor and stops a runaway upload.

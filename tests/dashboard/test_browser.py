@@ -73,7 +73,7 @@ def pipeline(live_server, redis_conn, redis_server, settings):
 
 def log_in(page: Page, base: str, username: str) -> None:
     page.goto(f"{base}/dashboard/")
-    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/dashboard/"))
+    expect(page).to_have_url(re.compile(r"/dashboard/login/\?next=/dashboard/"))
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")

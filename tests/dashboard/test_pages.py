@@ -39,12 +39,12 @@ def page_urls(campaign: Campaign, task: Task) -> list[str]:
 
 # -- logins and who sees what --------------------------------------------------------------
 
-def test_it_sends_anonymous_visitors_to_the_admin_login(client, make_ledger, owner):
+def test_it_sends_anonymous_visitors_to_the_dashboard_login(client, make_ledger, owner):
     campaign = make_ledger("mine", owner, {"failed": 1})
     for url in page_urls(campaign, campaign.tasks.get()):
         response = client.get(url)
         assert response.status_code == 302, url
-        assert response["Location"] == f"/admin/login/?next={url}"
+        assert response["Location"] == f"/dashboard/login/?next={url}"
 
 
 def test_the_site_root_leads_to_the_dashboard(client):
