@@ -92,10 +92,12 @@ def build(*, tasks: int):
         campaigns.append(campaign)
     columns = ["campaign_id", "record_id", "job_id", "state", "attempts", "error_class",
                "error_message", "output_tail", "worker", "wall_s", "cpu_s", "created_at",
-               "queued_at", "finished_at", "updated_at"]
+               "queued_at", "finished_at", "updated_at",
+               # later ledger columns, at what a delivered task holds
+               "delivery", "host", "worker_faults", "lost"]
     sql = (f"INSERT INTO {Task._meta.db_table} ({', '.join(columns)}) "
            f"VALUES ({', '.join(['%s'] * len(columns))})")
-    rows = task_rows(campaigns=campaigns, tasks=tasks)
+    rows = ((*row, 1, "", 0, 0) for row in task_rows(campaigns=campaigns, tasks=tasks))
     inserted = 0
     while batch := [row for _, row in zip(range(INSERT_BATCH), rows)]:
         with transaction.atomic(), connection.cursor() as cursor:

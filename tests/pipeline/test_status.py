@@ -92,6 +92,24 @@ def test_the_command_prints_each_campaign(busy_campaign, portal_redis):
     ]
     assert lines[4] == "  failed: ProgramFailed x2, e.g. 'xtb: exit code 2'"
     assert lines[6].startswith("  redis memory: ") and lines[6].endswith(" MiB used")
+    assert lines[7].startswith("  cost: ") and "core-hours" in lines[7]
+
+
+def test_the_command_says_what_a_campaign_cost(busy_campaign, portal_redis):
+    from campaigns.models import Task
+    done = list(busy_campaign.tasks.filter(state="done")[:2])
+    failed = busy_campaign.tasks.filter(state="failed").first()
+    busy_campaign.tasks.update(cpu_s=None)
+    Task.objects.filter(pk__in=[t.pk for t in done]).update(cpu_s=3600.0)
+    Task.objects.filter(pk=failed.pk).update(cpu_s=1800.0)
+    out = io.StringIO()
+    call_command("campaign_status", "busy", stdout=out)
+    assert out.getvalue().splitlines()[-1] == (
+        "  cost: 2.50 core-hours (0.50 on failed tasks; the last attempt of each task)")
+    out = io.StringIO()
+    call_command("campaign_status", "busy", "--json", stdout=out)
+    cost = json.loads(out.getvalue())["cost"]
+    assert (cost["core_hours"], cost["failed_core_hours"], cost["failed_tasks"]) == (2.5, 0.5, 1)
 
 
 def test_the_command_prints_json(busy_campaign, portal_redis):
