@@ -18,6 +18,7 @@ from rq import Queue, Worker
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import campaign_rq_queue
 from campaigns.progress import format_duration
+from campaigns.serving import campaign_blockers
 
 RATE_WINDOWS_S = (60, 600)
 UNFINISHED = (Task.State.PENDING, Task.State.QUEUED, Task.State.RUNNING)
@@ -52,6 +53,9 @@ class CampaignStatus:
     workers: list[WorkerInfo] | None = None   # None: Redis did not answer
     redis_used_memory: int | None = None      # bytes (INFO memory used_memory)
     redis_error: str = ""
+    # Why its waiting tasks would not run (campaigns.serving), for a running campaign with
+    # work left and no worker on its queue.
+    blockers: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -108,6 +112,7 @@ class CampaignStatus:
                          f"{failure.example!r}")
         if self.redis_used_memory is not None:
             lines.append(f"  redis memory: {self.redis_used_memory / 2**20:.1f} MiB used")
+        lines.extend(f"  not running: {blocker}" for blocker in self.blockers)
         return lines
 
 
@@ -136,6 +141,8 @@ def campaign_status(*, campaign: Campaign, connection: Redis) -> CampaignStatus:
         status.redis_used_memory = int(connection.info("memory")["used_memory"])
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         status.workers, status.redis_error = None, f"Redis unreachable: {exc}"
+    if campaign.state == Campaign.State.RUNNING and remaining and not status.workers:
+        status.blockers = campaign_blockers(campaign=campaign)
     return status
 
 

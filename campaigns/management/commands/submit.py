@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.errors import ApplicationError
 from campaigns.progress import Progress
+from campaigns.serving import campaign_blockers
 from campaigns.services.lifecycle import campaign_launch
 from campaigns.services.submission import campaign_find
 
@@ -24,9 +25,11 @@ class Command(BaseCommand):
         if limit is not None and limit < 0:
             raise CommandError(f"--limit must be 0 or more, got {limit}")
         try:
-            report = campaign_launch(campaign=campaign_find(name=campaign), limit=limit,
-                                     dry_run=dry_run,
+            target = campaign_find(name=campaign)
+            report = campaign_launch(campaign=target, limit=limit, dry_run=dry_run,
                                      progress=Progress(verb="submitted", stream=self.stderr))
         except ApplicationError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(report.line())
+        for blocker in campaign_blockers(campaign=target):
+            self.stderr.write(f"warning: not running: {blocker}")
