@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_POOL_NAME = "local"
 SCRIPT_NAME = "worker.sh"
+RQ_PROCLINE = b"rq:worker:"
 WORKER_MODULE = "workers.runtime.worker"
 # The placeholders are base templates' ({...}); PYTHON and BASE_DIR are filled in at import.
 LOCAL_TEMPLATE = """\
@@ -174,8 +175,11 @@ def _is_worker(pid: int) -> bool:
             argv = cmdline.read()
     except (OSError, IndexError):
         return False
-    # Just started, the script's shell has not exec'd the worker yet.
-    return WORKER_MODULE.encode() in argv or SCRIPT_NAME.encode() in argv
+    # Just started, the script's shell has not exec'd the worker yet. With the setproctitle
+    # package installed (Parsl brings it, for one), rq rewrites a worker's command line to
+    # "rq:worker:NAME: ..." (rq.worker's procline).
+    return (WORKER_MODULE.encode() in argv or SCRIPT_NAME.encode() in argv
+            or argv.startswith(RQ_PROCLINE))
 
 
 def _last_line(path: Path) -> str:
