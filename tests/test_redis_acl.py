@@ -23,6 +23,7 @@ from campaigns.pipeline_keys import RESULTS_KEY
 from campaigns.redis_acl import portal_rule, worker_rule
 from campaigns.services.collecting import results_collect
 from campaigns.services.feeding import queues_feed
+from campaigns.attempts import attempt_id
 from htportal.redis_credentials import redis_url_as, redis_url_credentials
 from tests import servers
 from tests.pipeline.collect_helpers import (Processes, age_started_registries,
@@ -195,7 +196,11 @@ def test_the_portal_user_collects_but_may_not_flush_or_configure(acl_server, set
         queues_feed(connection=portal)
         task = Task.objects.get(campaign=campaign)
         assert task.state == "queued"
-        portal.rpush(RESULTS_KEY, json.dumps({"job_id": task.job_id, "result": {
+        # As a worker would answer: its name on the job, the attempt id it was handed.
+        admin.hset(f"rq:job:{task.job_id}", "worker_name", "w1")
+        portal.rpush(RESULTS_KEY, json.dumps({
+            "job_id": task.job_id, "worker": "w1",
+            "attempt": attempt_id(job_id=task.job_id, delivery=task.delivery), "result": {
             "record_id": task.record_id, "function": "noop", "host": "n", "status": "ok",
             "started_at": "2026-11-26T10:00:00+00:00", "finished_at": "2026-11-26T10:00:01+00:00",
             "arg_sets": {"a": {"status": "ok", "values": {}, "error": None}}, "files": []}}))

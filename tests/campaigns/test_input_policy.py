@@ -4,6 +4,7 @@ user marked the campaign trusted (docs/definitions.md)."""
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -16,6 +17,7 @@ from campaigns.admin.campaigns import CampaignAdmin
 from campaigns.errors import DefinitionError
 from campaigns.models import ArgSet, Campaign
 from campaigns.services.definitions import campaign_definition_parse, campaign_import
+from campaigns.services.definition_schema import check_parameters
 from campaigns.services.input_policy import (
     InputPolicyError,
     TrustError,
@@ -238,13 +240,27 @@ def test_a_receptor_name_is_checked_in_a_trusted_campaign_too():
 
 
 @pytest.mark.parametrize("center, size, message", [
-    ("[.nan, 0, 0]", "[20, 20, 20]", "center [nan, 0, 0] must be a list of 3 finite numbers"),
-    ("[0, 0, 0]", "[.inf, 20, 20]", "size [inf, 20, 20] must be a list of 3 finite positive"),
+    # The YAML loader refuses a non-finite number first, naming its place.
+    ("[.nan, 0, 0]", "[20, 20, 20]", "campaign_config.args[0].center[0]: .nan is not a finite "
+                                     "number"),
+    ("[0, 0, 0]", "[.inf, 20, 20]", "campaign_config.args[0].size[0]: .inf is not a finite "
+                                    "number"),
     ("[1e9, 0, 0]", "[20, 20, 20]", "of at most 10000 in size"),
     ("[0, 0, 0]", "[20, 20, 1000]", "of at most 500 in size"),
 ])
 def test_vina_numbers_must_be_finite_and_in_range(center, size, message):
     assert message in refusal(VINA.format(name="protein.pdbqt", center=center, size=size))
+
+
+@pytest.mark.parametrize("center, size, message", [
+    ([float("nan"), 0, 0], [20, 20, 20], "center [nan, 0, 0] must be a list of 3 finite numbers"),
+    ([0, 0, 0], [float("inf"), 20, 20], "size [inf, 20, 20] must be a list of 3 finite positive"),
+])
+def test_the_parameter_check_refuses_non_finite_numbers_on_its_own(center, size, message):
+    # What reaches the schema from another door than YAML (the admin's JSON field, say).
+    with pytest.raises(DefinitionError, match=re.escape(message)):
+        check_parameters("vina.dock", {"receptor": {"name": "p.pdbqt", "content": "ATOM"},
+                                       "center": center, "size": size})
 
 
 # --- who may trust --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from rq.job import JobStatus
 from tests.runtime.test_worker import (  # noqa: F401  (start_worker, password_redis: fixtures)
     json_queue, password_redis, replies, start_worker, wait_until)
 from tests.standins.records import WATER
+from workers.runtime import registry
 
 XTB_SPEC = {"function": "xtb.run", "job_timeout": 120, "arg_sets": [
     {"name": "gfn2", "parameters": {"method": "gfn2", "task": "sp"},
@@ -101,8 +102,8 @@ def test_a_needed_program_that_cannot_run_here_makes_it_leave_at_start(
 def test_an_unknown_need_is_a_bad_option(redis_server, start_worker):
     worker = start_worker("--redis-url", redis_server.url, "--needs", "gaussian", "xtb")
     assert worker.wait(20) == 2
-    assert "'gaussian' is not a program or task name (programs: orca, xtb, vina, obabel; " \
-           "tasks: orca.sequential, xtb.run, vina.dock, noop, sleep)" in worker.log
+    assert ("'gaussian' is not a program or task name (programs: orca, xtb, vina, obabel; "
+            f"tasks: {', '.join(registry.task_names())})") in worker.log
 
 
 def test_a_scratch_root_that_is_a_file_makes_it_leave_at_start(redis_conn, redis_server,
