@@ -9,6 +9,11 @@ id of a delivery it was never handed.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+from typing import Callable
+
+from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 SALT = "htportal.attempt"
@@ -23,6 +28,17 @@ def attempt_id(*, job_id: str, delivery: int) -> str:
     """`"3-1f0c9a7b2d4e6f80"`: delivery 3 of job `job_id`."""
     digest = salted_hmac(SALT, f"{job_id}:{delivery}", algorithm="sha256").hexdigest()
     return f"{delivery}-{digest[:DIGEST_CHARS]}"
+
+
+def attempt_id_maker() -> Callable[[str, int], str]:
+    """attempt_id as a function (job id, delivery) for many ids at once: the salted key is
+    derived once, not once per id (the feeder makes 5,000 a batch). Same ids as attempt_id."""
+    key = hashlib.sha256(SALT.encode() + settings.SECRET_KEY.encode()).digest()
+
+    def make(job_id: str, delivery: int) -> str:
+        digest = hmac.digest(key, f"{job_id}:{delivery}".encode(), "sha256").hex()
+        return f"{delivery}-{digest[:DIGEST_CHARS]}"
+    return make
 
 
 def attempt_delivery(*, job_id: str, attempt: object) -> int:

@@ -254,6 +254,8 @@ class Task(models.Model):
         ]
         indexes = [
             models.Index(fields=["campaign", "state"], name="task_campaign_state"),
+            # The feeder's keyset read: pending tasks of a campaign after id N, in id order.
+            models.Index(fields=["campaign", "state", "id"], name="task_campaign_state_id"),
             models.Index(fields=["state", "finished_at"], name="task_state_finished"),
             # The dashboard's counts and per-minute series read only this index (covering).
             models.Index(fields=["campaign", "state", "finished_at"],

@@ -253,3 +253,24 @@ def test_max_jobs_bounds_one_feed_and_says_when_it_stopped_there(make_campaign, 
     third = queues_feed(connection=redis_conn, window=100, max_jobs=5)
     assert (second.queued, third.queued, third.spent) == (5, 2, False)
     assert len(queued_ids(redis_conn)) == 12
+
+
+def test_the_feeders_attempt_ids_are_attempt_id_s():
+    from campaigns.attempts import attempt_id_maker
+    make = attempt_id_maker()
+    assert [make("c1-v1-abc", n) for n in (1, 2, 30)] == [
+        attempt_id(job_id="c1-v1-abc", delivery=n) for n in (1, 2, 30)]
+
+
+@pytest.mark.parametrize("record_id, input_text", [
+    ("mol-000001", json.dumps({**WATER, "tag": 3})),
+    ('odd "id" \\ é', json.dumps({"elements": ["O"], "note": "ünïcode \"quoted\""})),
+])
+def test_job_data_built_around_the_stored_text_is_rq_job_data_byte_for_byte(record_id,
+                                                                            input_text):
+    from campaigns.services.feeding import rq_job_data, rq_job_data_text
+    attempt = attempt_id(job_id="j", delivery=2)
+    kwargs = {"record": {"id": record_id, "input": json.loads(input_text)},
+              "spec_key": "htportal:spec:1:2", "reply_to": RESULTS_KEY, "attempt": attempt}
+    made = rq_job_data_text(function="noop", spec_key="htportal:spec:1:2")
+    assert made(record_id, input_text, attempt) == rq_job_data(function="noop", kwargs=kwargs)

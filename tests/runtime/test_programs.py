@@ -147,3 +147,20 @@ def test_the_program_gets_the_variables_it_is_given_on_top_of_a_clean_environmen
     run_program(["sh", "-c", "echo $HT_X ${HT_WORKER_ONLY:-unset}"], workdir=tmp_path,
                 env={"HT_X": "42"})
     assert (tmp_path / "stdout").read_text() == "42 unset\n"
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_a_short_program_is_seen_to_end_long_before_the_next_100_ms_poll(tmp_path, monkeypatch,
+                                                                         pidfd):
+    """A 60 ms xtb run used to cost 100 ms: the worker only looked every POLL_SECONDS."""
+    if not pidfd:  # an old kernel: growing steps instead of the pidfd
+        def no_pidfd(pid):
+            raise OSError(38, "Function not implemented")
+        monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    walls = []
+    for _ in range(3):
+        started = time.monotonic()
+        result = run_program(["sleep", "0.01"], workdir=tmp_path)
+        walls.append(time.monotonic() - started)
+        assert result.exit_code == 0
+    assert min(walls) < 0.08

@@ -1,8 +1,10 @@
 """Running one external program: job timeout, stop request, CPU time, heartbeat.
 
 A program runs in its own process group (ORCA starts helper processes, and mpirun more), so a
-timeout or a stop request ends all of it. We wait in short polls rather than Popen.wait so the
-stop request and the heartbeat are served while the program runs, and we reap the child with
+timeout or a stop request ends all of it. We wait in short steps rather than Popen.wait so the
+stop request and the heartbeat are served while the program runs; each step ends at once when
+the program exits (a pidfd; without one, steps that start at 2 ms and grow to POLL_SECONDS), so
+a 60 ms xtb run is not rounded up to the next 100 ms poll. We reap the child with
 os.wait4 ourselves: that is the only way to get its CPU time (and that of the children it
 waited for) without reading /proc.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -24,6 +27,7 @@ from . import environment, errors
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+FIRST_STEP_SECONDS = 0.002  # the first wait when there is no pidfd; each next one is 1.5 times
 HEARTBEAT_SECONDS = 10.0
 KILL_GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL
 TAIL_LINES = 20
@@ -179,19 +183,20 @@ def _wait(proc: subprocess.Popen, *, control: Control, deadline: Optional[float]
     """(exit code, CPU seconds, "" | "stop" | "timeout") once the program has ended."""
     next_beat = time.monotonic() + every
     stop = ""
-    while not _exited(proc.pid):
-        now = time.monotonic()
-        if control.should_stop():
-            stop = "stop"
-        elif deadline is not None and now >= deadline:
-            stop = "timeout"
-        if stop:
-            _end_group(proc.pid)
-            break
-        if now >= next_beat:
-            control.heartbeat()
-            next_beat = now + every
-        time.sleep(POLL_SECONDS)
+    with _exit_waiter(proc.pid) as wait_exit:
+        while not _exited(proc.pid):
+            now = time.monotonic()
+            if control.should_stop():
+                stop = "stop"
+            elif deadline is not None and now >= deadline:
+                stop = "timeout"
+            if stop:
+                _end_group(proc.pid)
+                break
+            if now >= next_beat:
+                control.heartbeat()
+                next_beat = now + every
+            wait_exit()
     # The leader has exited but is not reaped yet, so its group id cannot be reused: it is
     # safe to kill whatever it left behind in its group.
     _signal_group(proc.pid, signal.SIGKILL)
@@ -199,6 +204,27 @@ def _wait(proc: subprocess.Popen, *, control: Control, deadline: Optional[float]
     exit_code = os.waitstatus_to_exitcode(status)
     proc.returncode = exit_code  # reaped here; keeps Popen from waiting for it again
     return exit_code, usage.ru_utime + usage.ru_stime, stop
+
+
+@contextlib.contextmanager
+def _exit_waiter(pid: int):
+    """A function that waits up to POLL_SECONDS, returning early when `pid` exits."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or no pidfd_open in this Python
+        fd = None
+    if fd is None:
+        step = [FIRST_STEP_SECONDS]
+
+        def sleep() -> None:
+            time.sleep(step[0])
+            step[0] = min(POLL_SECONDS, step[0] * 1.5)
+        yield sleep
+        return
+    try:
+        yield lambda: select.select([fd], [], [], POLL_SECONDS)
+    finally:
+        os.close(fd)
 
 
 def _exited(pid: int) -> bool:
