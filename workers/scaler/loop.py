@@ -24,6 +24,7 @@ from workers.scaler.adapters import (adapter_for, pool_template, pool_work_dir, 
 from workers.scaler.backlog import PoolBacklog, pool_backlog
 from workers.scaler.base import (AuthenticationFailed, BatchAdapter, HostKeyError, Remote,
                                  ScalerError, Submission, UnreachableError)
+from workers.scaler.condor import input_files, submit_settings
 from workers.scaler.bundle_upload import PoolFiles, bundle_build_once, pool_files_ensure
 from workers.scaler.credentials import WorkerCredentials, worker_credentials
 from workers.scaler.decisions import (Decision, Limits, Situation, backoff_delay,
@@ -72,6 +73,20 @@ def pool_limits(*, pool: WorkerPool) -> Limits:
     return Limits(min_workers=pool.min_workers, max_workers=pool.max_workers,
                   workers_per_job=pool.workers_per_job, max_waiting_jobs=pool.max_waiting_jobs,
                   removal_tries=pool.removal_tries)
+
+
+def pool_template_values(*, pool: WorkerPool, files: PoolFiles, jobs: int,
+                         workers_per_job: int) -> TemplateValues:
+    """What the pool's template is filled with for a submission of `jobs` batch jobs."""
+    queues = " ".join(name for queue in pool.queue_names
+                      for name in worker_rq_queues(queue=queue))
+    return TemplateValues(
+        bundle=files.bundle, env_file=files.env_file, queues=queues, max_idle=pool.max_idle,
+        max_runtime=pool.max_runtime, max_tasks=pool.max_tasks, jobs=jobs,
+        workers_per_job=workers_per_job, work_dir=files.work_dir, log_dir=files.log_dir,
+        setup=pool.setup,
+        submit_settings=submit_settings(pool=pool, workers_per_job=workers_per_job),
+        input_files=input_files(pool=pool, bundle=files.bundle, env_file=files.env_file))
 
 
 class ScaleLoop:
@@ -200,13 +215,9 @@ class ScaleLoop:
         if not files_checked:  # the host may have lost them since (a cleaned scratch disk)
             state.files = self._files(pool, state)
         files = state.files
-        queues = " ".join(name for queue in pool.queue_names
-                          for name in worker_rq_queues(queue=queue))
-        script = template_render(pool_template(pool=pool), TemplateValues(
-            bundle=files.bundle, env_file=files.env_file, queues=queues,
-            max_idle=pool.max_idle, max_runtime=pool.max_runtime, max_tasks=pool.max_tasks,
-            jobs=decision.batch_jobs, workers_per_job=decision.workers_per_job,
-            work_dir=files.work_dir, log_dir=files.log_dir, setup=pool.setup))
+        script = template_render(pool_template(pool=pool), pool_template_values(
+            pool=pool, files=files, jobs=decision.batch_jobs,
+            workers_per_job=decision.workers_per_job))
         job_ids = state.adapter.submit(state.remote, Submission(
             decision.batch_jobs, decision.workers_per_job, script, files.work_dir))
         self.totals.batch_jobs += decision.batch_jobs
