@@ -100,6 +100,26 @@ def test_a_dry_run_decides_and_logs_but_changes_nothing(portal_redis, local_pool
     assert not Path(local_pool.work_dir).exists()
 
 
+def test_pools_of_one_queue_are_filled_in_their_order_of_preference(portal_redis, tmp_path,
+                                                                    caplog):
+    for name, preference, most in (("ospool", 30, 100), ("here", 10, 2), ("campus", 20, 3)):
+        WorkerPool.objects.create(name=name, kind="local", queues="scaletest",
+                                  preference=preference, max_workers=most,
+                                  max_waiting_jobs=100, work_dir=str(tmp_path / name))
+    enqueue(portal_redis, "scaletest", 9)
+
+    with caplog.at_level(logging.INFO, logger="workers.scaler.loop"):
+        call_command("scale", "--once", "--dry-run")
+
+    assert [message for message in caplog.messages if message.startswith("pool ")] == [
+        "pool here: backlog 9, live 0, waiting 0 (cap 100): submit 2 batch jobs × 1 worker "
+        "(dry run)",
+        "pool campus: backlog 7 of 9 (the rest is for preferred pools), live 0, waiting 0 "
+        "(cap 100): submit 3 batch jobs × 1 worker (dry run)",
+        "pool ospool: backlog 4 of 9 (the rest is for preferred pools), live 0, waiting 0 "
+        "(cap 100): submit 4 batch jobs × 1 worker (dry run)"]
+
+
 def test_an_unknown_pool_is_refused(db):
     WorkerPool.objects.create(name="beta", kind="local")
     with pytest.raises(CommandError, match=r"^no worker pool 'gamma' \(known: beta\)$"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from django.utils import timezone
 from redis import Redis
@@ -27,8 +27,9 @@ from workers.scaler.base import (AuthenticationFailed, BatchAdapter, HostKeyErro
 from workers.scaler.condor import input_files, submit_settings
 from workers.scaler.bundle_upload import PoolFiles, bundle_build_once, pool_files_ensure
 from workers.scaler.credentials import WorkerCredentials, worker_credentials
-from workers.scaler.decisions import (Decision, Limits, Situation, backoff_delay,
-                                      backoff_waiting, broken_lines, decide, plural)
+from workers.scaler.decisions import (Decision, Limits, PoolDemand, Situation, backlog_split,
+                                      backoff_delay, backoff_waiting, broken_lines, decide,
+                                      plural)
 from workers.scaler.events import event_record
 from workers.scaler.templates import TemplateValues, template_render
 
@@ -123,22 +124,44 @@ class ScaleLoop:
         """One step for every pool in turn; a Redis or database outage ends it early."""
         self.totals.steps += 1
         try:
-            for pool in self._pools():
+            pools = self._pools()
+            backlogs = self._backlogs(pools)
+            failed: set = set()
+            for pool in pools:  # in order of preference
                 if self.signals.stopping:
                     break
-                self.pool_step(pool=pool)
+                share = None
+                if pool.pk in backlogs:
+                    shares = backlog_split([
+                        PoolDemand(name=other.name, preference=other.preference,
+                                   queues=frozenset(other.queue_names),
+                                   backlog=backlogs[other.pk].tasks,
+                                   max_workers=other.max_workers)
+                        for other in pools if other.pk in backlogs and other.pk not in failed])
+                    share = (backlogs[pool.pk], shares[pool.name])
+                if self.pool_step(pool=pool, share=share) is None:
+                    failed.add(pool.pk)  # its share goes to the next pools in this step
         except REDIS_ERRORS + DB_ERRORS as exc:
             log.warning("scaler %s: %s (%s); trying again next step", self.name,
                         "Redis unreachable" if isinstance(exc, REDIS_ERRORS)
                         else "database unavailable", exc)
 
-    def pool_step(self, *, pool: WorkerPool) -> Optional[Decision]:
-        """Serve one pool; None when it is backing off or failed (then it backs off)."""
+    def _backlogs(self, pools: List[WorkerPool]) -> Dict[int, PoolBacklog]:
+        """{pool pk: its backlog} of the pools served this step (a pool backing off, or one
+        whose step fails, takes no share: the next pools in preference get its work)."""
+        now = timezone.now()
+        return {pool.pk: pool_backlog(pool=pool, connection=self.connection) for pool in pools
+                if not backoff_waiting(next_try_at=pool.next_try_at, now=now)}
+
+    def pool_step(self, *, pool: WorkerPool, share: Optional[Tuple[PoolBacklog, int]] = None
+                  ) -> Optional[Decision]:
+        """Serve one pool; None when it is backing off or failed (then it backs off).
+        `share`: its backlog and its share of it (else the whole backlog is its own)."""
         if backoff_waiting(next_try_at=pool.next_try_at, now=timezone.now()):
             log.debug("pool %s: backing off until %s", pool.name, pool.next_try_at)
             return None
         try:
-            decision = self._serve(pool)
+            decision = self._serve(pool, share)
         except REDIS_ERRORS + DB_ERRORS:
             raise
         except ScalerError as exc:
@@ -156,15 +179,20 @@ class ScaleLoop:
 
     # -- one pool ---------------------------------------------------------------------------
 
-    def _serve(self, pool: WorkerPool) -> Decision:
+    def _serve(self, pool: WorkerPool, share: Optional[Tuple[PoolBacklog, int]]) -> Decision:
         state = self._state(pool)
         fresh = state.files is None  # first step with this connection: files just checked
         if fresh:
             state.files = self._files(pool, state)
-        backlog = pool_backlog(pool=pool, connection=self.connection)
+        if share is None:
+            backlog = pool_backlog(pool=pool, connection=self.connection)
+            tasks = backlog.tasks
+        else:
+            backlog, tasks = share
         view = state.adapter.view(state.remote, work_dir=state.files.work_dir)
         decision = decide(pool=pool.name, limits=pool_limits(pool=pool), situation=Situation(
-            backlog=backlog.tasks, live=backlog.live, view=view, seen=pool.broken_jobs))
+            backlog=tasks, live=backlog.live, view=view, seen=pool.broken_jobs,
+            queue_backlog=backlog.tasks))
         log.info("%s%s", decision.reason, " (dry run)" if self.dry_run else "")
         if self.dry_run:
             return decision
@@ -276,7 +304,7 @@ class ScaleLoop:
             "next_try_at": next_try_at.isoformat()})
 
     def _pools(self) -> List[WorkerPool]:
-        pools = WorkerPool.objects.order_by("name")
+        pools = WorkerPool.objects.order_by("preference", "name")
         if self.pool_name:
             pools = pools.filter(name=self.pool_name)
         chosen = []
