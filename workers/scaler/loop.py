@@ -69,6 +69,12 @@ class PoolState:
     def close(self) -> None:
         self.remote.close()
 
+    def stop_workers(self) -> None:
+        """Stop the workers the scaler itself runs (a local pool's); batch jobs stay."""
+        stop = getattr(self.adapter, "stop", None)
+        if stop is not None:
+            stop()
+
 
 def pool_limits(*, pool: WorkerPool) -> Limits:
     return Limits(min_workers=pool.min_workers, max_workers=pool.max_workers,
@@ -116,6 +122,7 @@ class ScaleLoop:
                     self.signals.nap(self.interval)
             finally:
                 for state in self.states.values():
+                    state.stop_workers()
                     state.close()
                 self.states.clear()
         return self.totals
