@@ -8,7 +8,8 @@ var/workers/POOL). A worker that exits 0 (--max-idle, --max-tasks) is simply gon
 exits otherwise is kept as a failed job (WORK_DIR/pids/NAME.failed, with its exit code and last
 log line) until the scaler removes it.
 
-Local workers live no longer than the scaler that started them: when the scaler stops
+Local workers live no longer than the scaler loop that started them (`scale --once` excepted:
+its workers stay until their idle timeout): when the scaler stops
 (SIGTERM, SIGINT: Ctrl-C in `bin/run`) it sends its workers SIGTERM, so each gives its task
 back, and waits up to STOP_WAIT_S for them; a scaler killed outright (SIGKILL, a crash) takes
 them along through PR_SET_PDEATHSIG, which the kernel turns into SIGTERM for each of them.
@@ -100,9 +101,12 @@ class LocalAdapter:
 
     kind = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, die_with_scaler: bool = True) -> None:
+        """die_with_scaler: workers get PR_SET_PDEATHSIG (a one-step `scale --once` leaves
+        them running: False)."""
         self._children: Dict[str, subprocess.Popen] = {}
         self._pids = Path()
+        self.die_with_scaler = die_with_scaler
 
     def view(self, remote, *, work_dir: str) -> BatchView:
         self._pids = Path(work_dir) / "pids"
@@ -169,7 +173,8 @@ class LocalAdapter:
                 child = subprocess.Popen(["/bin/sh", str(script)], cwd=work_dir,
                                          stdin=subprocess.DEVNULL, stdout=output,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=(_die_with_parent if self.die_with_scaler
+                                                     else None))
         except OSError as exc:
             raise SubmitFailed(f"this machine: cannot start {script} ({exc})") from None
         self._children[name] = child

@@ -108,10 +108,13 @@ class ScaleLoop:
         self.signals = StopSignals(name=f"scaler {self.name}", doing="stopping after this pool")
         self.states: Dict[int, PoolState] = {}
         self.totals = ScaleTotals()
+        self.own_workers = True
 
     def run(self, *, once: bool = False) -> ScaleTotals:
         """Step until SIGTERM/SIGINT (once=True: one step); return the totals."""
         dry = " (dry run: nothing is submitted or removed)" if self.dry_run else ""
+        # A loop's local workers end with it; those of one step stay until their idle timeout.
+        self.own_workers = not once
         log.info("scaler %s: a step every %g s%s", self.name, self.interval, dry)
         with self.signals:
             try:
@@ -122,7 +125,8 @@ class ScaleLoop:
                     self.signals.nap(self.interval)
             finally:
                 for state in self.states.values():
-                    state.stop_workers()
+                    if self.own_workers:
+                        state.stop_workers()
                     state.close()
                 self.states.clear()
         return self.totals
@@ -223,6 +227,8 @@ class ScaleLoop:
             if state is not None:
                 state.close()
             state = PoolState(key, remote_open(pool=pool), adapter_for(pool=pool))
+            if hasattr(state.adapter, "die_with_scaler"):
+                state.adapter.die_with_scaler = self.own_workers
             self.states[pool.pk] = state
         return state
 
