@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -220,3 +221,15 @@ def test_a_pool_form_refuses_bad_limits_and_a_missing_host_key(db):
     assert errors["min_workers"] == ["min workers (3) is more than max workers (2)"]
     assert errors["host_key"] == ["a slurm pool needs this (it is reached over SSH)"]
     assert errors["template"][0].startswith("unknown placeholder {nope} in the template")
+
+
+def test_the_scaler_does_not_import_the_collector():
+    code = ("import sys, django; django.setup(); import workers.scaler.loop, "
+            "workers.management.commands.scale; "
+            "print(sorted(m for m in sys.modules if m in ('campaigns.loops', "
+            "'campaigns.services.collecting')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], check=True,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
+
+    assert done.stdout == "[]\n", done.stderr

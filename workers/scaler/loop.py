@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from django.utils import timezone
 from redis import Redis
 
-from campaigns.loops import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
+from workers.scaler.signals import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from campaigns.pipeline_keys import worker_rq_queues
 from workers.models import ScalerEvent, WorkerPool
 from workers.scaler.adapters import (adapter_for, pool_template, pool_work_dir, remote_key,
