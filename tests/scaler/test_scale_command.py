@@ -233,3 +233,26 @@ def test_the_scaler_does_not_import_the_collector():
                           env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
 
     assert done.stdout == "[]\n", done.stderr
+
+
+def test_the_admin_form_shows_the_condor_settings_and_refuses_a_quoted_image(admin_client,
+                                                                              sshd):
+    form = admin_client.get("/admin/workers/workerpool/add/").content.decode()
+    for field in ("preference", "container_image", "retry_memory_per_worker_mb", "max_releases"):
+        assert f'name="{field}"' in form
+    data = {"name": "osg", "kind": "condor", "enabled": "on", "queues": "xtb",
+            "host": sshd.host, "port": 22, "user": "alice.smith", "host_key": sshd.host_key_line,
+            "max_idle": 600, "max_runtime": 14400, "max_tasks": 100000,
+            "memory_per_worker_mb": 2048, "retry_memory_per_worker_mb": 0,
+            "disk_per_worker_mb": 1024, "max_releases": 3, "max_job_starts": 10,
+            "preference": 30, "min_workers": 0, "max_workers": 100, "workers_per_job": 1,
+            "max_waiting_jobs": 10, "removal_tries": 3,
+            "container_image": '"osdf:///ospool/ap40/data/alice.smith/x.sif"'}
+
+    refused = admin_client.post("/admin/workers/workerpool/add/", data)
+
+    assert refused.status_code == 200 and not WorkerPool.objects.exists()
+    assert "must not have them" in refused.content.decode()
+    data["container_image"] = "osdf:///ospool/ap40/data/alice.smith/x.sif"
+    assert admin_client.post("/admin/workers/workerpool/add/", data).status_code == 302
+    assert WorkerPool.objects.get(name="osg").preference == 30
