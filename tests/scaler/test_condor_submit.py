@@ -112,8 +112,14 @@ def test_every_expression_parses_as_a_classad_expression():
         classad2.ExprTree("member(HoldReasonCode, {12, 13) &&")  # the check can fail
 
 
-def held(code: int, *, holds: int = 1, since: int = 2 * RELEASE_AFTER_S, starts: int = 1,
-         subcode: int = 0) -> classad2.ClassAd:
+def held(code: int, **fields):
+    """A factory of a held job's ClassAd, made when the test runs (its times are then fresh:
+    the parameters are collected long before)."""
+    return lambda: held_ad(code, **fields)
+
+
+def held_ad(code: int, *, holds: int = 1, since: int = 2 * RELEASE_AFTER_S, starts: int = 1,
+            subcode: int = 0) -> classad2.ClassAd:
     ad = classad2.ClassAd({"JobStatus": 5, "HoldReasonCode": code, "HoldReasonSubCode": subcode,
                            "NumHolds": holds, "NumJobStarts": starts, "HtportalReleases": 3})
     ad["EnteredCurrentStatus"] = int(time.time()) - since
@@ -136,6 +142,7 @@ def held(code: int, *, holds: int = 1, since: int = 2 * RELEASE_AFTER_S, starts:
 def test_periodic_release_lets_only_transient_holds_run_again_a_bounded_number_of_times(
         ad, released):
     expression = classad2.ExprTree(release_expression(max_releases=3))
+    ad = ad()
 
     assert expression.eval(ad) is released
     # the scaler's view counts a held job as capacity exactly when condor will release it
@@ -148,11 +155,13 @@ def test_periodic_release_lets_only_transient_holds_run_again_a_bounded_number_o
 @pytest.mark.parametrize("ad, removed", [
     (held(6, since=HELD_REMOVE_AFTER_S + 60), True),
     (held(6, since=HELD_REMOVE_AFTER_S - 60), False),
-    (classad2.ClassAd({"JobStatus": 2, "NumJobStarts": 11, "EnteredCurrentStatus": 0}), True),
-    (classad2.ClassAd({"JobStatus": 1, "NumJobStarts": 10, "EnteredCurrentStatus": 0}), False),
+    (lambda: classad2.ClassAd({"JobStatus": 2, "NumJobStarts": 11, "EnteredCurrentStatus": 0}),
+     True),
+    (lambda: classad2.ClassAd({"JobStatus": 1, "NumJobStarts": 10, "EnteredCurrentStatus": 0}),
+     False),
 ])
 def test_periodic_remove_takes_jobs_held_too_long_or_started_too_often(ad, removed):
-    assert classad2.ExprTree(remove_expression(max_job_starts=10)).eval(ad) is removed
+    assert classad2.ExprTree(remove_expression(max_job_starts=10)).eval(ad()) is removed
 
 
 @pytest.mark.parametrize("fields, field, words", [
