@@ -5,7 +5,9 @@ A step reads the pool's backlog and live workers (backlog.py) and the batch syst
 held or failed batch jobs, and submits what the decision asks for after bringing the bundle
 and the env file up to date. A pool whose step fails gets an error event and backs off
 (30 s, 60 s ... 1 h) while the loop goes on with the other pools. Connections stay open
-between steps (one per pool) and are opened again after a failure.
+between steps (one per pool) and are opened again after a failure. Pools are served in their
+order of preference, and pools sharing a queue split its backlog in that order
+(decisions.backlog_split). When the loop stops, the local workers it started stop with it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from typing import Dict, List, Optional, Tuple
 from django.utils import timezone
 from redis import Redis
 
-from workers.scaler.signals import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from campaigns.pipeline_keys import worker_rq_queues
 from workers.models import ScalerEvent, WorkerPool
 from workers.scaler.adapters import (adapter_for, pool_template, pool_work_dir, remote_key,
@@ -24,13 +25,14 @@ from workers.scaler.adapters import (adapter_for, pool_template, pool_work_dir, 
 from workers.scaler.backlog import PoolBacklog, pool_backlog
 from workers.scaler.base import (AuthenticationFailed, BatchAdapter, HostKeyError, Remote,
                                  ScalerError, Submission, UnreachableError)
-from workers.scaler.condor import input_files, submit_settings
 from workers.scaler.bundle_upload import PoolFiles, bundle_build_once, pool_files_ensure
+from workers.scaler.condor import input_files, submit_settings
 from workers.scaler.credentials import WorkerCredentials, worker_credentials
 from workers.scaler.decisions import (Decision, Limits, PoolDemand, Situation, backlog_split,
                                       backoff_delay, backoff_waiting, broken_lines, decide,
                                       plural)
 from workers.scaler.events import event_record
+from workers.scaler.signals import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from workers.scaler.templates import TemplateValues, template_render
 
 log = logging.getLogger(__name__)
