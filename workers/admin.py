@@ -21,8 +21,8 @@ def check_connection(modeladmin, request, queryset):
 
 @admin.register(WorkerPool)
 class WorkerPoolAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "enabled", "host", "queues", "min_workers", "max_workers",
-                    "last_event"]
+    list_display = ["name", "kind", "enabled", "host", "queues", "preference", "min_workers",
+                    "max_workers", "last_event"]
     list_filter = ["enabled", "kind"]
     search_fields = ["name", "host", "queues"]
     actions = [check_connection]
@@ -34,7 +34,11 @@ class WorkerPoolAdmin(admin.ModelAdmin):
             "host", "port", "user", "key_path", "host_key", "work_dir", "command_env"]}),
         ("Workers", {"fields": ["redis_url", "setup", "template", "max_idle", "max_runtime",
                                 "max_tasks"]}),
-        ("Limits", {"fields": ["min_workers", "max_workers", "workers_per_job",
+        ("HTCondor submit settings (condor pools; docs/condor.md)", {"fields": [
+            "memory_per_worker_mb", "retry_memory_per_worker_mb", "disk_per_worker_mb",
+            "container_image", "input_files", "project_name", "max_releases",
+            "max_job_starts"]}),
+        ("Limits", {"fields": ["preference", "min_workers", "max_workers", "workers_per_job",
                                "max_waiting_jobs", "removal_tries"]}),
         ("Scaler state", {"fields": readonly_fields}),
     ]

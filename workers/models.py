@@ -73,7 +73,44 @@ class WorkerPool(models.Model):
                                               validators=[MinValueValidator(1)])
     max_tasks = models.PositiveIntegerField("worker --max-tasks", default=100_000,
                                             validators=[MinValueValidator(1)])
+    # HTCondor submit settings (docs/condor.md; used by the default condor template)
+    memory_per_worker_mb = models.PositiveIntegerField(
+        "memory per worker (MB)", default=1024, validators=[MinValueValidator(1)],
+        help_text="condor: request_memory = this × workers per job")
+    retry_memory_per_worker_mb = models.PositiveIntegerField(
+        "retry memory per worker (MB)", default=0,
+        help_text="condor: retry_request_memory = this × workers per job, for the run after "
+                  "one that used more than request_memory; 0: no retry_request_memory line. "
+                  "More than the memory per worker")
+    disk_per_worker_mb = models.PositiveIntegerField(
+        "disk per worker (MB)", default=1024, validators=[MinValueValidator(1)],
+        help_text="condor: request_disk = this × workers per job (bundle, inputs, scratch)")
+    container_image = models.CharField(
+        max_length=500, blank=True,
+        help_text="condor: container_image, written without quotes: "
+                  "osdf:///ospool/ap40/data/USER/htportal-v1.sif, a /cvmfs/... path or "
+                  "docker://...; blank: the node's own environment")
+    input_files = models.TextField(
+        "extra input files", blank=True,
+        help_text="condor: more transfer_input_files, one a line (software through OSDF: "
+                  "osdf:///ospool/ap40/data/USER/orca-6.tar.gz); /cvmfs paths need no transfer")
+    project_name = models.CharField(
+        "OSPool project", max_length=100, blank=True,
+        help_text="condor: +ProjectName for the job's accounting; blank: no line (the "
+                  "access point's default project)")
+    max_releases = models.PositiveIntegerField(
+        "releases after transient holds", default=3,
+        help_text="condor: periodic_release lets a job held for a transient cause (file "
+                  "transfer, memory, container test) run again while NumHolds is at most this")
+    max_job_starts = models.PositiveIntegerField(
+        "most job starts", default=10, validators=[MinValueValidator(1)],
+        help_text="condor: periodic_remove removes a job started more often than this "
+                  "(evictions count); held jobs are removed after an hour")
     # Limits
+    preference = models.PositiveIntegerField(
+        default=100,
+        help_text="pools sharing a queue are filled in this order, lowest first, each up to "
+                  "its max workers (e.g. local 10, a cluster 20, the OSPool 30)")
     min_workers = models.PositiveIntegerField(default=0)
     max_workers = models.PositiveIntegerField(default=10)
     workers_per_job = models.PositiveIntegerField("workers per batch job", default=1,
@@ -93,7 +130,7 @@ class WorkerPool(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = ["preference", "name"]
 
     def __str__(self) -> str:
         return self.name
@@ -149,6 +186,9 @@ class WorkerPool(models.Model):
             template_check(self.template)
         except TemplateError as exc:
             errors["template"] = str(exc)
+        if self.kind == self.Kind.CONDOR:
+            from workers.scaler.condor import condor_settings_problems
+            errors.update(condor_settings_problems(pool=self))
         if errors:
             raise ValidationError(errors)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from workers.models import WorkerPool
 from workers.scaler.base import CommandMissing, ScalerError, Submission, SubmitFailed
-from workers.scaler.condor import CondorAdapter
+from workers.scaler.condor import CondorAdapter, input_files, submit_settings
 from workers.scaler.templates import (TemplateError, TemplateValues, default_template,
                                       template_render)
 
@@ -25,12 +26,16 @@ HOLD_REASON = ("Error from slot1_3@node17.osg: Failed to execute '/bin/sh': (err
                "'No such file or directory')")
 
 
-def values(work_dir: str, jobs: int, workers_per_job: int = 1) -> TemplateValues:
-    return TemplateValues(bundle=f"{work_dir}/htportal-worker.pyz",
-                          env_file=f"{work_dir}/worker.env", queues="vina:high vina:normal",
+def values(work_dir: str, jobs: int, workers_per_job: int = 1, **pool_fields) -> TemplateValues:
+    pool = WorkerPool(name="osg", kind="condor", max_runtime=7200, **pool_fields)
+    bundle, env_file = f"{work_dir}/htportal-worker.pyz", f"{work_dir}/worker.env"
+    return TemplateValues(bundle=bundle, env_file=env_file, queues="vina:high vina:normal",
                           max_idle=120, max_runtime=7200, max_tasks=500, jobs=jobs,
                           workers_per_job=workers_per_job, work_dir=work_dir,
-                          log_dir=f"{work_dir}/logs")
+                          log_dir=f"{work_dir}/logs",
+                          submit_settings=submit_settings(pool=pool,
+                                                          workers_per_job=workers_per_job),
+                          input_files=input_files(pool=pool, bundle=bundle, env_file=env_file))
 
 
 def submission(work_dir: str, jobs: int = 3, workers: int = 2) -> Submission:
@@ -178,8 +183,8 @@ def test_an_unknown_placeholder_is_refused_by_name():
 
     assert str(caught.value) == (
         "unknown placeholder {gpus} in the template (known: bundle, env_file, queues, max_idle, "
-        "max_runtime, max_tasks, jobs, workers_per_job, work_dir, log_dir, setup, jobs-1; write "
-        "{{name}} for a literal {name})")
+        "max_runtime, max_tasks, jobs, workers_per_job, work_dir, log_dir, setup, "
+        "submit_settings, input_files, jobs-1; write {{name}} for a literal {name})")
 
 
 def test_shell_variables_and_escaped_braces_are_left_alone():
@@ -187,3 +192,23 @@ def test_shell_variables_and_escaped_braces_are_left_alone():
                            values("/w", jobs=4))
 
     assert text == "a=${SLURM_ARRAY_TASK_ID} f() { :; } {jobs} 4"
+
+
+def test_a_job_held_for_a_transient_cause_counts_as_waiting_until_its_releases_run_out(
+        adapter, remote, work_dir, condor_env):
+    adapter.submit(remote, submission(work_dir, jobs=3, workers=2))
+    transfer = "Transfer input files failure at execution point ... (errno 110)"
+    edit_queue(condor_env, {
+        "1.0": {"JobStatus": 5, "HoldReason": transfer, "HoldReasonCode": 13,
+                "HoldReasonSubCode": 110, "NumHolds": 3},
+        "1.1": {"JobStatus": 5, "HoldReason": transfer, "HoldReasonCode": 13,
+                "HoldReasonSubCode": 110, "NumHolds": 4},
+        "1.2": {"JobStatus": 5, "HoldReason": "via condor_hold (by user alice)",
+                "HoldReasonCode": 1, "NumHolds": 1}})
+
+    jobs = {job.job_id: job for job in adapter.view(remote, work_dir=work_dir).jobs}
+
+    assert (jobs["1.0"].state, jobs["1.0"].reason) == ("waiting", f"held, to be released "
+                                                                  f"({transfer})")
+    assert [(jobs[i].state, jobs[i].reason) for i in ("1.1", "1.2")] == [
+        ("held", transfer), ("held", "via condor_hold (by user alice)")]

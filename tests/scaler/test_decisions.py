@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from workers.scaler.base import BatchJob, BatchView
-from workers.scaler.decisions import (Limits, Situation, backoff_delay, backoff_waiting,
-                                      decide)
+from workers.scaler.decisions import (Limits, PoolDemand, Situation, backlog_split,
+                                      backoff_delay, backoff_waiting, decide)
 
 
 def jobs(state: str, count: int, workers: int = 1, start: int = 0):
@@ -129,3 +129,39 @@ def test_backoff_waits_until_the_next_try():
     assert backoff_waiting(next_try_at=now + timedelta(seconds=1), now=now)
     assert not backoff_waiting(next_try_at=now, now=now)
     assert not backoff_waiting(next_try_at=None, now=now)
+
+
+def demand(name: str, preference: int, max_workers: int, backlog: int = 5000,
+           queues: str = "xtb") -> PoolDemand:
+    return PoolDemand(name=name, preference=preference, queues=frozenset(queues.split()),
+                      backlog=backlog, max_workers=max_workers)
+
+
+def test_the_backlog_fills_the_local_pool_then_the_cluster_then_the_ospool():
+    pools = [demand("ospool", 30, 2000), demand("local", 10, 4), demand("cluster", 20, 50)]
+
+    assert backlog_split(pools) == {"local": 5000, "cluster": 4996, "ospool": 4946}
+    decisions = {d.name: decide(pool=d.name, limits=Limits(max_workers=d.max_workers,
+                                                           max_waiting_jobs=5000),
+                                situation=Situation(backlog=share, live=0, queue_backlog=5000))
+                 for d in pools for share in [backlog_split(pools)[d.name]]}
+    assert {name: d.workers for name, d in decisions.items()} == {
+        "local": 4, "cluster": 50, "ospool": 2000}
+    assert decisions["ospool"].reason.startswith(
+        "pool ospool: backlog 4,946 of 5,000 (the rest is for preferred pools), live 0")
+
+
+def test_a_small_backlog_stays_in_the_preferred_pools():
+    shares = backlog_split([demand("ospool", 30, 2000, backlog=30), demand("local", 10, 4, 30),
+                            demand("cluster", 20, 50, backlog=30)])
+
+    assert shares == {"local": 30, "cluster": 26, "ospool": 0}
+    assert decide(pool="ospool", limits=Limits(max_workers=2000), situation=Situation(
+        backlog=shares["ospool"], live=0, queue_backlog=30)).code == "idle"
+
+
+def test_pools_on_other_queues_do_not_share_and_ties_go_by_name():
+    shares = backlog_split([demand("b", 10, 3, backlog=10), demand("a", 10, 3, backlog=10),
+                            demand("orca", 5, 100, backlog=7, queues="orca")])
+
+    assert shares == {"orca": 7, "a": 10, "b": 7}

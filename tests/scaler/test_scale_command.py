@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,6 +99,26 @@ def test_a_dry_run_decides_and_logs_but_changes_nothing(portal_redis, local_pool
             "(dry run)") in caplog.messages
     assert not ScalerEvent.objects.exists()
     assert not Path(local_pool.work_dir).exists()
+
+
+def test_pools_of_one_queue_are_filled_in_their_order_of_preference(portal_redis, tmp_path,
+                                                                    caplog):
+    for name, preference, most in (("ospool", 30, 100), ("here", 10, 2), ("campus", 20, 3)):
+        WorkerPool.objects.create(name=name, kind="local", queues="scaletest",
+                                  preference=preference, max_workers=most,
+                                  max_waiting_jobs=100, work_dir=str(tmp_path / name))
+    enqueue(portal_redis, "scaletest", 9)
+
+    with caplog.at_level(logging.INFO, logger="workers.scaler.loop"):
+        call_command("scale", "--once", "--dry-run")
+
+    assert [message for message in caplog.messages if message.startswith("pool ")] == [
+        "pool here: backlog 9, live 0, waiting 0 (cap 100): submit 2 batch jobs × 1 worker "
+        "(dry run)",
+        "pool campus: backlog 7 of 9 (the rest is for preferred pools), live 0, waiting 0 "
+        "(cap 100): submit 3 batch jobs × 1 worker (dry run)",
+        "pool ospool: backlog 4 of 9 (the rest is for preferred pools), live 0, waiting 0 "
+        "(cap 100): submit 4 batch jobs × 1 worker (dry run)"]
 
 
 def test_an_unknown_pool_is_refused(db):
@@ -200,3 +221,38 @@ def test_a_pool_form_refuses_bad_limits_and_a_missing_host_key(db):
     assert errors["min_workers"] == ["min workers (3) is more than max workers (2)"]
     assert errors["host_key"] == ["a slurm pool needs this (it is reached over SSH)"]
     assert errors["template"][0].startswith("unknown placeholder {nope} in the template")
+
+
+def test_the_scaler_does_not_import_the_collector():
+    code = ("import sys, django; django.setup(); import workers.scaler.loop, "
+            "workers.management.commands.scale; "
+            "print(sorted(m for m in sys.modules if m in ('campaigns.loops', "
+            "'campaigns.services.collecting')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], check=True,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"})
+
+    assert done.stdout == "[]\n", done.stderr
+
+
+def test_the_admin_form_shows_the_condor_settings_and_refuses_a_quoted_image(admin_client,
+                                                                              sshd):
+    form = admin_client.get("/admin/workers/workerpool/add/").content.decode()
+    for field in ("preference", "container_image", "retry_memory_per_worker_mb", "max_releases"):
+        assert f'name="{field}"' in form
+    data = {"name": "osg", "kind": "condor", "enabled": "on", "queues": "xtb",
+            "host": sshd.host, "port": 22, "user": "alice.smith", "host_key": sshd.host_key_line,
+            "max_idle": 600, "max_runtime": 14400, "max_tasks": 100000,
+            "memory_per_worker_mb": 2048, "retry_memory_per_worker_mb": 0,
+            "disk_per_worker_mb": 1024, "max_releases": 3, "max_job_starts": 10,
+            "preference": 30, "min_workers": 0, "max_workers": 100, "workers_per_job": 1,
+            "max_waiting_jobs": 10, "removal_tries": 3,
+            "container_image": '"osdf:///ospool/ap40/data/alice.smith/x.sif"'}
+
+    refused = admin_client.post("/admin/workers/workerpool/add/", data)
+
+    assert refused.status_code == 200 and not WorkerPool.objects.exists()
+    assert "must not have them" in refused.content.decode()
+    data["container_image"] = "osdf:///ospool/ap40/data/alice.smith/x.sif"
+    assert admin_client.post("/admin/workers/workerpool/add/", data).status_code == 302
+    assert WorkerPool.objects.get(name="osg").preference == 30

@@ -91,6 +91,30 @@ def test_a_job_that_exits_3_is_failed_with_its_exit_code(adapter, remote, work_d
     assert job.reason == "FAILED, NonZeroExitCode, exit code 3"
 
 
+def test_exit_codes_come_from_sacct_where_accounting_answers(adapter, remote, work_dir,
+                                                             tmp_path):
+    script = "#!/bin/bash\n#SBATCH --output=/dev/null\nexit 3\n"
+    [job_id] = adapter.submit(remote, script_submission(work_dir, script))
+    watch(adapter, remote, work_dir, settled)
+    # This cluster has no accounting (sacct exits 1): a sacct ahead on PATH that answers, with
+    # another pool's job on the same line format to be ignored.
+    bin_dir = tmp_path / "accounting"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text(
+        "#!/bin/sh\n"
+        f"echo '{job_id}|{adapter.job_name}|0:9'\n"
+        "echo '99|htportal-other|5:0'\n"
+        f"echo \"$*\" > {tmp_path}/sacct-args\n")
+    (bin_dir / "sacct").chmod(0o755)
+    adapter.env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+
+    [job] = adapter.view(remote, work_dir=work_dir).jobs
+
+    assert job.reason == "FAILED, NonZeroExitCode, signal 9"
+    assert (tmp_path / "sacct-args").read_text() == (
+        f"-n -P -X -j {job_id} -o JobID,JobName,ExitCode\n")
+
+
 def test_a_held_job_is_held_and_removed_with_scancel(adapter, remote, work_dir, slurm):
     script = "#!/bin/bash\n#SBATCH --hold\n#SBATCH --output=/dev/null\nsleep 30\n"
     [job_id] = adapter.submit(remote, script_submission(work_dir, script))

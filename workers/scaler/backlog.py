@@ -5,6 +5,9 @@ queued tasks of running campaigns (the source of truth, most of it not yet in Re
 jobs waiting in the RQ queues (which also holds jobs enqueued without a ledger, as benchmarks
 do). Live workers are rq's registered workers on those queues whose key has not expired: a
 pre-empted worker stays in rq's sets until cleaned, but its key dies with its heartbeat TTL.
+
+These are selectors (reads only): the scaler reads the ledger and Redis through them and never
+imports the collector (campaigns.loops, campaigns.services.collecting) or the feeder.
 """
 from __future__ import annotations
 
@@ -12,11 +15,11 @@ from dataclasses import dataclass
 from typing import List, Set
 
 from redis import Redis
+from rq import Queue
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import worker_rq_queues
-from campaigns.services.feeding import queued_count
 from workers.models import WorkerPool
 
 WAITING_STATES = (Task.State.PENDING, Task.State.QUEUED)
@@ -37,7 +40,7 @@ def pool_backlog(*, pool: WorkerPool, connection: Redis) -> PoolBacklog:
     queues = pool.queue_names
     return PoolBacklog(
         ledger=ledger_backlog(queues=queues),
-        redis=sum(queued_count(connection=connection, queue=queue) for queue in queues),
+        redis=redis_backlog(connection=connection, queues=queues),
         live=live_workers(connection=connection, queues=queues),
     )
 
@@ -49,6 +52,15 @@ def ledger_backlog(*, queues: List[str]) -> int:
     if not campaign_ids:
         return 0
     return Task.objects.filter(campaign_id__in=campaign_ids, state__in=WAITING_STATES).count()
+
+
+def redis_backlog(*, connection: Redis, queues: List[str]) -> int:
+    """Jobs waiting in the RQ queues of worker queues `queues` (not those running)."""
+    with connection.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            for name in worker_rq_queues(queue=queue):
+                pipe.llen(Queue(name, connection=connection).key)
+        return sum(pipe.execute())
 
 
 def live_workers(*, connection: Redis, queues: List[str]) -> int:

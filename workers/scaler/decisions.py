@@ -6,6 +6,10 @@
     jobs     = ceil((target - have) / workers_per_job), at most max_waiting_jobs minus the jobs
                already waiting, but never fewer than it takes to reach min_workers
 
+Pools sharing a queue split its backlog in their order of preference (backlog_split): the
+most preferred pool's share is the backlog up to its max_workers, the next one's is what is
+left, and so on; `backlog` above is a pool's share.
+
 Held and failed batch jobs are no capacity: each is reported when first seen and removed once
 seen in `removal_tries` steps. A pool whose step failed waits 30 s, 60 s, 120 s ... (at most an
 hour) before its next try.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from workers.scaler.base import BatchJob, BatchView
 
@@ -34,6 +38,36 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class PoolDemand:
+    """What the split needs of one pool: its place in the order, its queues and its backlog."""
+
+    name: str
+    preference: int                 # lower first
+    queues: AbstractSet[str]
+    backlog: int                    # the tasks waiting on the pool's queues
+    max_workers: int
+
+
+def backlog_split(demands: Sequence[PoolDemand]) -> Dict[str, int]:
+    """{pool name: its share of the backlog}, filling the preferred pools first.
+
+    Pools are taken by (preference, name); a pool's share is its backlog minus what the pools
+    before it that serve one of its queues take (each takes its share up to its max_workers).
+    A pool serving queues a preferred pool does not is charged that pool's whole take, a
+    cautious approximation when queue sets overlap only in part.
+    """
+    order = sorted(demands, key=lambda demand: (demand.preference, demand.name))
+    shares: Dict[str, int] = {}
+    taken: Dict[str, int] = {}
+    for index, demand in enumerate(order):
+        claimed = sum(taken[before.name] for before in order[:index]
+                      if before.queues & demand.queues)
+        shares[demand.name] = max(0, demand.backlog - claimed)
+        taken[demand.name] = min(demand.max_workers, shares[demand.name])
+    return shares
+
+
+@dataclass(frozen=True)
 class Situation:
     """What the scaler sees of one pool at the start of a step."""
 
@@ -41,6 +75,7 @@ class Situation:
     live: int                       # workers heartbeating on the pool's queues
     view: BatchView = field(default_factory=BatchView)
     seen: Mapping[str, int] = field(default_factory=dict)  # broken job id -> earlier sightings
+    queue_backlog: Optional[int] = None  # the whole backlog when `backlog` is a pool's share
 
 
 @dataclass(frozen=True)
@@ -74,6 +109,8 @@ def decide(*, pool: str, limits: Limits, situation: Situation) -> Decision:
     seen = {job.job_id: situation.seen.get(job.job_id, 0) + 1 for job in broken}
     remove = tuple(job for job in broken if seen[job.job_id] >= limits.removal_tries)
     numbers = {"backlog": situation.backlog, "live": situation.live, "starting": starting,
+               "queue_backlog": (situation.backlog if situation.queue_backlog is None
+                                 else situation.queue_backlog),
                "waiting_jobs": waiting_jobs, "waiting_cap": limits.max_waiting_jobs,
                "broken": len(broken), "target": target, "have": have}
     code, outcome = _outcome(limits=limits, numbers=numbers, jobs=jobs, room=room)
@@ -91,7 +128,10 @@ def _jobs_for(workers: int, workers_per_job: int) -> int:
 
 
 def _summary(numbers: Dict[str, int]) -> str:
-    parts = [f"backlog {numbers['backlog']:,}", f"live {numbers['live']:,}"]
+    backlog = f"backlog {numbers['backlog']:,}"
+    if numbers["queue_backlog"] != numbers["backlog"]:
+        backlog += f" of {numbers['queue_backlog']:,} (the rest is for preferred pools)"
+    parts = [backlog, f"live {numbers['live']:,}"]
     if numbers["starting"]:
         parts.append(f"starting {numbers['starting']:,}")
     parts.append(f"waiting {numbers['waiting_jobs']:,} (cap {numbers['waiting_cap']:,})")

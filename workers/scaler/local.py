@@ -1,15 +1,22 @@
 """The local pool: worker processes on this machine.
 
-Each "batch job" is one detached process (its own session, so a Ctrl-C in the scaler's
-terminal does not reach it) running the pool's script, which sources the 0600 env file and
+Each "batch job" is one process in its own session (a Ctrl-C in the scaler's terminal reaches
+the scaler only) running the pool's script, which sources the 0600 env file and
 execs `python -m workers.runtime.worker` with this venv's python. Its pid is in
 WORK_DIR/pids/NAME.pid and its output in WORK_DIR/logs/NAME.log (WORK_DIR defaults to
 var/workers/POOL). A worker that exits 0 (--max-idle, --max-tasks) is simply gone; one that
 exits otherwise is kept as a failed job (WORK_DIR/pids/NAME.failed, with its exit code and last
 log line) until the scaler removes it.
+
+Local workers live no longer than the scaler loop that started them (`scale --once` excepted:
+its workers stay until their idle timeout): when the scaler stops
+(SIGTERM, SIGINT: Ctrl-C in `bin/run`) it sends its workers SIGTERM, so each gives its task
+back, and waits up to STOP_WAIT_S for them; a scaler killed outright (SIGKILL, a crash) takes
+them along through PR_SET_PDEATHSIG, which the kernel turns into SIGTERM for each of them.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -30,6 +37,8 @@ from workers.scaler.base import BatchJob, BatchView, CommandResult, ScalerError,
 log = logging.getLogger(__name__)
 
 LOCAL_POOL_NAME = "local"
+STOP_WAIT_S = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SCRIPT_NAME = "worker.sh"
 RQ_PROCLINE = b"rq:worker:"
 WORKER_MODULE = "workers.runtime.worker"
@@ -93,9 +102,12 @@ class LocalAdapter:
 
     kind = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, die_with_scaler: bool = True) -> None:
+        """die_with_scaler: workers get PR_SET_PDEATHSIG (a one-step `scale --once` leaves
+        them running: False)."""
         self._children: Dict[str, subprocess.Popen] = {}
         self._pids = Path()
+        self.die_with_scaler = die_with_scaler
 
     def view(self, remote, *, work_dir: str) -> BatchView:
         self._pids = Path(work_dir) / "pids"
@@ -123,6 +135,30 @@ class LocalAdapter:
             self._start(name=name, script=script, work_dir=work_dir)
         return names
 
+    def stop(self) -> int:
+        """SIGTERM to every worker this adapter started and still runs, then wait for them
+        (up to STOP_WAIT_S; SIGKILL for any still there); how many were stopped."""
+        running = {name: child for name, child in self._children.items() if child.poll() is None}
+        for child in running.values():
+            try:
+                child.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_WAIT_S
+        for name, child in running.items():
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("local worker %s: still running %g s after SIGTERM; killed", name,
+                            STOP_WAIT_S)
+                child.kill()
+                child.wait()
+        self._reap()
+        if running:
+            log.info("local pool: stopped %d worker%s", len(running),
+                     "" if len(running) == 1 else "s")
+        return len(running)
+
     def remove(self, remote, job_ids: List[str]) -> None:
         """Forget failed workers; a running one gets SIGTERM (it gives its task back)."""
         for job_id in job_ids:
@@ -137,7 +173,9 @@ class LocalAdapter:
             with open(log_path, "ab") as output:
                 child = subprocess.Popen(["/bin/sh", str(script)], cwd=work_dir,
                                          stdin=subprocess.DEVNULL, stdout=output,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=(_die_with_parent if self.die_with_scaler
+                                                     else None))
         except OSError as exc:
             raise SubmitFailed(f"this machine: cannot start {script} ({exc})") from None
         self._children[name] = child
@@ -154,6 +192,17 @@ class LocalAdapter:
             if code != 0:
                 last = _last_line(self._pids.parent / "logs" / f"{name}.log")
                 (self._pids / f"{name}.failed").write_text(f"exit code {code}: {last}\n")
+
+
+# Looked up once here: the child of a fork (SSH pools run paramiko threads) must call nothing
+# that takes a lock, as dlsym would.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the scaler dies (kept across exec)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def _read_pid(path: Path) -> int:

@@ -5,18 +5,19 @@ A step reads the pool's backlog and live workers (backlog.py) and the batch syst
 held or failed batch jobs, and submits what the decision asks for after bringing the bundle
 and the env file up to date. A pool whose step fails gets an error event and backs off
 (30 s, 60 s ... 1 h) while the loop goes on with the other pools. Connections stay open
-between steps (one per pool) and are opened again after a failure.
+between steps (one per pool) and are opened again after a failure. Pools are served in their
+order of preference, and pools sharing a queue split its backlog in that order
+(decisions.backlog_split). When the loop stops, the local workers it started stop with it.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from django.utils import timezone
 from redis import Redis
 
-from campaigns.loops import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from campaigns.pipeline_keys import worker_rq_queues
 from workers.models import ScalerEvent, WorkerPool
 from workers.scaler.adapters import (adapter_for, pool_template, pool_work_dir, remote_key,
@@ -25,10 +26,13 @@ from workers.scaler.backlog import PoolBacklog, pool_backlog
 from workers.scaler.base import (AuthenticationFailed, BatchAdapter, HostKeyError, Remote,
                                  ScalerError, Submission, UnreachableError)
 from workers.scaler.bundle_upload import PoolFiles, bundle_build_once, pool_files_ensure
+from workers.scaler.condor import input_files, submit_settings
 from workers.scaler.credentials import WorkerCredentials, worker_credentials
-from workers.scaler.decisions import (Decision, Limits, Situation, backoff_delay,
-                                      backoff_waiting, broken_lines, decide, plural)
+from workers.scaler.decisions import (Decision, Limits, PoolDemand, Situation, backlog_split,
+                                      backoff_delay, backoff_waiting, broken_lines, decide,
+                                      plural)
 from workers.scaler.events import event_record
+from workers.scaler.signals import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from workers.scaler.templates import TemplateValues, template_render
 
 log = logging.getLogger(__name__)
@@ -67,11 +71,31 @@ class PoolState:
     def close(self) -> None:
         self.remote.close()
 
+    def stop_workers(self) -> None:
+        """Stop the workers the scaler itself runs (a local pool's); batch jobs stay."""
+        stop = getattr(self.adapter, "stop", None)
+        if stop is not None:
+            stop()
+
 
 def pool_limits(*, pool: WorkerPool) -> Limits:
     return Limits(min_workers=pool.min_workers, max_workers=pool.max_workers,
                   workers_per_job=pool.workers_per_job, max_waiting_jobs=pool.max_waiting_jobs,
                   removal_tries=pool.removal_tries)
+
+
+def pool_template_values(*, pool: WorkerPool, files: PoolFiles, jobs: int,
+                         workers_per_job: int) -> TemplateValues:
+    """What the pool's template is filled with for a submission of `jobs` batch jobs."""
+    queues = " ".join(name for queue in pool.queue_names
+                      for name in worker_rq_queues(queue=queue))
+    return TemplateValues(
+        bundle=files.bundle, env_file=files.env_file, queues=queues, max_idle=pool.max_idle,
+        max_runtime=pool.max_runtime, max_tasks=pool.max_tasks, jobs=jobs,
+        workers_per_job=workers_per_job, work_dir=files.work_dir, log_dir=files.log_dir,
+        setup=pool.setup,
+        submit_settings=submit_settings(pool=pool, workers_per_job=workers_per_job),
+        input_files=input_files(pool=pool, bundle=files.bundle, env_file=files.env_file))
 
 
 class ScaleLoop:
@@ -86,10 +110,13 @@ class ScaleLoop:
         self.signals = StopSignals(name=f"scaler {self.name}", doing="stopping after this pool")
         self.states: Dict[int, PoolState] = {}
         self.totals = ScaleTotals()
+        self.own_workers = True
 
     def run(self, *, once: bool = False) -> ScaleTotals:
         """Step until SIGTERM/SIGINT (once=True: one step); return the totals."""
         dry = " (dry run: nothing is submitted or removed)" if self.dry_run else ""
+        # A loop's local workers end with it; those of one step stay until their idle timeout.
+        self.own_workers = not once
         log.info("scaler %s: a step every %g s%s", self.name, self.interval, dry)
         with self.signals:
             try:
@@ -100,6 +127,8 @@ class ScaleLoop:
                     self.signals.nap(self.interval)
             finally:
                 for state in self.states.values():
+                    if self.own_workers:
+                        state.stop_workers()
                     state.close()
                 self.states.clear()
         return self.totals
@@ -108,22 +137,44 @@ class ScaleLoop:
         """One step for every pool in turn; a Redis or database outage ends it early."""
         self.totals.steps += 1
         try:
-            for pool in self._pools():
+            pools = self._pools()
+            backlogs = self._backlogs(pools)
+            failed: set = set()
+            for pool in pools:  # in order of preference
                 if self.signals.stopping:
                     break
-                self.pool_step(pool=pool)
+                share = None
+                if pool.pk in backlogs:
+                    shares = backlog_split([
+                        PoolDemand(name=other.name, preference=other.preference,
+                                   queues=frozenset(other.queue_names),
+                                   backlog=backlogs[other.pk].tasks,
+                                   max_workers=other.max_workers)
+                        for other in pools if other.pk in backlogs and other.pk not in failed])
+                    share = (backlogs[pool.pk], shares[pool.name])
+                if self.pool_step(pool=pool, share=share) is None:
+                    failed.add(pool.pk)  # its share goes to the next pools in this step
         except REDIS_ERRORS + DB_ERRORS as exc:
             log.warning("scaler %s: %s (%s); trying again next step", self.name,
                         "Redis unreachable" if isinstance(exc, REDIS_ERRORS)
                         else "database unavailable", exc)
 
-    def pool_step(self, *, pool: WorkerPool) -> Optional[Decision]:
-        """Serve one pool; None when it is backing off or failed (then it backs off)."""
+    def _backlogs(self, pools: List[WorkerPool]) -> Dict[int, PoolBacklog]:
+        """{pool pk: its backlog} of the pools served this step (a pool backing off, or one
+        whose step fails, takes no share: the next pools in preference get its work)."""
+        now = timezone.now()
+        return {pool.pk: pool_backlog(pool=pool, connection=self.connection) for pool in pools
+                if not backoff_waiting(next_try_at=pool.next_try_at, now=now)}
+
+    def pool_step(self, *, pool: WorkerPool, share: Optional[Tuple[PoolBacklog, int]] = None
+                  ) -> Optional[Decision]:
+        """Serve one pool; None when it is backing off or failed (then it backs off).
+        `share`: its backlog and its share of it (else the whole backlog is its own)."""
         if backoff_waiting(next_try_at=pool.next_try_at, now=timezone.now()):
             log.debug("pool %s: backing off until %s", pool.name, pool.next_try_at)
             return None
         try:
-            decision = self._serve(pool)
+            decision = self._serve(pool, share)
         except REDIS_ERRORS + DB_ERRORS:
             raise
         except ScalerError as exc:
@@ -141,15 +192,20 @@ class ScaleLoop:
 
     # -- one pool ---------------------------------------------------------------------------
 
-    def _serve(self, pool: WorkerPool) -> Decision:
+    def _serve(self, pool: WorkerPool, share: Optional[Tuple[PoolBacklog, int]]) -> Decision:
         state = self._state(pool)
         fresh = state.files is None  # first step with this connection: files just checked
         if fresh:
             state.files = self._files(pool, state)
-        backlog = pool_backlog(pool=pool, connection=self.connection)
+        if share is None:
+            backlog = pool_backlog(pool=pool, connection=self.connection)
+            tasks = backlog.tasks
+        else:
+            backlog, tasks = share
         view = state.adapter.view(state.remote, work_dir=state.files.work_dir)
         decision = decide(pool=pool.name, limits=pool_limits(pool=pool), situation=Situation(
-            backlog=backlog.tasks, live=backlog.live, view=view, seen=pool.broken_jobs))
+            backlog=tasks, live=backlog.live, view=view, seen=pool.broken_jobs,
+            queue_backlog=backlog.tasks))
         log.info("%s%s", decision.reason, " (dry run)" if self.dry_run else "")
         if self.dry_run:
             return decision
@@ -173,6 +229,8 @@ class ScaleLoop:
             if state is not None:
                 state.close()
             state = PoolState(key, remote_open(pool=pool), adapter_for(pool=pool))
+            if hasattr(state.adapter, "die_with_scaler"):
+                state.adapter.die_with_scaler = self.own_workers
             self.states[pool.pk] = state
         return state
 
@@ -200,13 +258,9 @@ class ScaleLoop:
         if not files_checked:  # the host may have lost them since (a cleaned scratch disk)
             state.files = self._files(pool, state)
         files = state.files
-        queues = " ".join(name for queue in pool.queue_names
-                          for name in worker_rq_queues(queue=queue))
-        script = template_render(pool_template(pool=pool), TemplateValues(
-            bundle=files.bundle, env_file=files.env_file, queues=queues,
-            max_idle=pool.max_idle, max_runtime=pool.max_runtime, max_tasks=pool.max_tasks,
-            jobs=decision.batch_jobs, workers_per_job=decision.workers_per_job,
-            work_dir=files.work_dir, log_dir=files.log_dir, setup=pool.setup))
+        script = template_render(pool_template(pool=pool), pool_template_values(
+            pool=pool, files=files, jobs=decision.batch_jobs,
+            workers_per_job=decision.workers_per_job))
         job_ids = state.adapter.submit(state.remote, Submission(
             decision.batch_jobs, decision.workers_per_job, script, files.work_dir))
         self.totals.batch_jobs += decision.batch_jobs
@@ -265,7 +319,7 @@ class ScaleLoop:
             "next_try_at": next_try_at.isoformat()})
 
     def _pools(self) -> List[WorkerPool]:
-        pools = WorkerPool.objects.order_by("name")
+        pools = WorkerPool.objects.order_by("preference", "name")
         if self.pool_name:
             pools = pools.filter(name=self.pool_name)
         chosen = []

@@ -4,7 +4,10 @@ A pool's jobs are told apart by their job name, "htportal-<pool>", set on sbatch
 line (it overrides the template's own --job-name); the workers each job starts ride in its
 comment ("htportal-workers=N"), so the view counts workers whatever the template asks SLURM
 for. SLURM 22.05 without accounting has no sacct: a finished job is seen in squeue for
-MinJobAge (300 s by default) and its exit code comes from `scontrol -o show job`.
+MinJobAge (300 s by default) and its exit code comes from `scontrol -o show job ARRAY_ID` for
+the failed jobs' own array jobs (sacct's when accounting answers). squeue's text output with
+-o is used rather than --json: 22.05's `squeue --json` ignores -j (it prints the jobs of the
+whole cluster) and the JSON layout changes with each data_parser version.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ CANCEL_FAILURES = {"DependencyNeverSatisfied", "JobLaunchFailure", "SystemFailur
                    "PartitionDown", "PartitionInactive", "FrontEndDown"}
 WORKERS_COMMENT = "htportal-workers="
 REMOVE_BATCH = 500
+EXIT_LOOKUPS = 20          # scontrol calls (one per array job) for exit codes in one view
 _ARRAY_LINE = re.compile(r"^#SBATCH\s+(--array[=\s]|-a\s)", re.MULTILINE)
 _FIELD = re.compile(r"(\w+)=(\S*)")
 
@@ -141,8 +145,8 @@ class SlurmAdapter(CommandAdapter):
                           f"-n {shlex.quote(self.job_name)} -o '%i %T %k %r'",
             program="squeue")
         rows = [line.split(None, 3) for line in result.stdout.splitlines() if line.strip()]
-        failing = any(row[1] in FAILED or _failed_cancel(row) for row in rows)
-        exits = self._exit_codes(remote, host) if failing else {}
+        failing = [row[0] for row in rows if row[1] in FAILED or _failed_cancel(row)]
+        exits = self._exit_codes(remote, host, failing) if failing else {}
         return BatchView([self._job(row, exits) for row in rows])
 
     def remove(self, remote: Remote, job_ids: List[str]) -> None:
@@ -164,20 +168,51 @@ class SlurmAdapter(CommandAdapter):
             reason = ", ".join(part for part in (slurm_state, reason, exits.get(job_id)) if part)
         return BatchJob(job_id, state, reason if state in ("held", "failed") else "", workers)
 
-    def _exit_codes(self, remote: Remote, host: str) -> Dict[str, str]:
-        """{job id: "exit code 3" or "signal 9"} of the pool's jobs, from one scontrol call."""
-        result = self._run(remote, host, "scontrol -o show job", program="scontrol", check=False)
-        exits: Dict[str, str] = {}
-        for line in result.stdout.splitlines():
-            fields = dict(_FIELD.findall(line))
-            if fields.get("JobName") != self.job_name or ":" not in fields.get("ExitCode", ""):
-                continue
-            job_id = fields.get("JobId", "")
-            if fields.get("ArrayTaskId"):
-                job_id = f"{fields.get('ArrayJobId')}_{fields['ArrayTaskId']}"
-            code, signal = fields["ExitCode"].split(":", 1)
-            exits[job_id] = f"signal {signal}" if signal not in ("", "0") else f"exit code {code}"
+    def _exit_codes(self, remote: Remote, host: str, job_ids: List[str]) -> Dict[str, str]:
+        """{job id: "exit code 3" or "signal 9"} of the pool's failed jobs `job_ids`: from
+        sacct where accounting runs, else from scontrol (one call per array job, never the
+        whole cluster's jobs)."""
+        exits = self._sacct_exit_codes(remote, host, job_ids)
+        if exits is not None:
+            return exits
+        exits = {}
+        for array_id in sorted({job_id.split("_")[0] for job_id in job_ids})[:EXIT_LOOKUPS]:
+            result = self._run(remote, host, f"scontrol -o show job {shlex.quote(array_id)}",
+                               program="scontrol", check=False)
+            for line in result.stdout.splitlines():
+                fields = dict(_FIELD.findall(line))
+                if fields.get("JobName") != self.job_name or ":" not in fields.get("ExitCode", ""):
+                    continue
+                job_id = fields.get("JobId", "")
+                if fields.get("ArrayTaskId"):
+                    job_id = f"{fields.get('ArrayJobId')}_{fields['ArrayTaskId']}"
+                exits[job_id] = _exit_words(fields["ExitCode"])
         return exits
+
+    def _sacct_exit_codes(self, remote: Remote, host: str, job_ids: List[str]
+                          ) -> Optional[Dict[str, str]]:
+        """sacct's exit codes, or None when it cannot say (not installed, or no accounting
+        storage: "Slurm accounting storage is disabled", exit 1)."""
+        ids = ",".join(shlex.quote(job_id) for job_id in job_ids[:REMOVE_BATCH])
+        try:
+            result = self._run(remote, host, f"sacct -n -P -X -j {ids} -o JobID,JobName,ExitCode",
+                               program="sacct", check=False)
+        except CommandMissing:
+            return None
+        if result.exit_code != 0:
+            return None
+        exits = {}
+        for line in result.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3 and parts[1] == self.job_name and ":" in parts[2]:
+                exits[parts[0]] = _exit_words(parts[2])
+        return exits
+
+
+def _exit_words(exit_code: str) -> str:
+    """SLURM's "CODE:SIGNAL" as "exit code 3" or "signal 9"."""
+    code, signal = exit_code.split(":", 1)
+    return f"signal {signal}" if signal not in ("", "0") else f"exit code {code}"
 
 
 def _failed_cancel(row: List[str]) -> bool:

@@ -43,10 +43,16 @@ class TemplateValues:
     work_dir: str           # remote directory the script is written to and run from
     log_dir: str            # remote directory for the batch system's output/error/log files
     setup: str = ""         # shell lines run before the workers (module load ..., conda ...)
+    # HTCondor only (workers/scaler/condor.py): the submit commands made from the pool's
+    # settings (requests, container_image, +JobDurationCategory, hold policy ...), and
+    # transfer_input_files' list (bundle, env file, the pool's extra input files).
+    submit_settings: str = ""
+    input_files: str = ""
 
     def mapping(self) -> Dict[str, str]:
         values = {name: str(value) for name, value in asdict(self).items()}
         values["jobs-1"] = str(self.jobs - 1)
+        values["input_files"] = self.input_files or f"{self.bundle}, {self.env_file}"
         return values
 
 
