@@ -10,11 +10,20 @@ from campaigns.models import Task
 
 # One script, not one command per job: a batch's 500 lookups cost one round trip and one
 # command to pack (redis-py packing 500 small commands was a quarter of a batch's Redis time).
-# A hash that is gone, or that no worker took yet, answers '' (a Lua array cannot hold nil).
+# A hash that is gone answers '' (a Lua array cannot hold nil); one that no worker took yet
+# answers NOT_STARTED, a name no rq worker can have.
+NOT_STARTED = "\x01not started"
 _WORKER_NAMES = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  out[i] = redis.call('HGET', key, 'worker_name') or ''
+  local name = redis.call('HGET', key, 'worker_name')
+  if name and name ~= '' then
+    out[i] = name
+  elseif redis.call('EXISTS', key) == 1 then
+    out[i] = ARGV[1]
+  else
+    out[i] = ''
+  end
 end
 return out
 """
@@ -31,12 +40,14 @@ return #ARGV
 
 
 def worker_names(*, connection: Redis, job_ids: list[str]) -> dict[str, str]:
-    """job id -> the worker name rq recorded on the job's hash ('' when the hash is gone or no
-    worker took the job yet: the attempt id alone decides), in one round trip. Read before
-    anything of the batch deletes a hash."""
+    """job id -> the worker name rq recorded on the job's hash: '' when the hash is gone (the
+    attempt id alone decides), NOT_STARTED when no worker has taken the job yet (no honest
+    result can exist then), in one round trip. Read before anything of the batch deletes a
+    hash."""
     if not job_ids:
         return {}
-    names = connection.eval(_WORKER_NAMES, len(job_ids), *[Job.key_for(j) for j in job_ids])
+    names = connection.eval(_WORKER_NAMES, len(job_ids), *[Job.key_for(j) for j in job_ids],
+                            NOT_STARTED)
     return {job_id: name.decode("utf-8", errors="replace") if isinstance(name, bytes) else ""
             for job_id, name in zip(job_ids, names)}
 

@@ -43,7 +43,7 @@ from campaigns.collector.ledger_writes import ledger_apply
 from campaigns.collector.outcomes import BadResult, Outcome, outcome_of
 from campaigns.collector.retries import (retries_waiting, retry_clear, retry_list_key,
                                          retry_schedule)
-from campaigns.collector.rq_cleanup import jobs_forget, worker_names
+from campaigns.collector.rq_cleanup import NOT_STARTED, jobs_forget, worker_names
 from campaigns.collector.store_writes import (DB_ERRORS, StoreDown, StoreRefused, kept_files_save,
                                               records_existing, results_write)
 from campaigns.locks import LockLost, lists_trim_if_holder
@@ -248,6 +248,12 @@ def _outcome(envelope: Envelope, tasks: dict, names: dict, arg_sets: dict, batch
         return None
     worker = data.get("worker") if isinstance(data.get("worker"), str) else ""
     recorded = names.get(job_id)
+    if recorded == NOT_STARTED:
+        # rq names the worker on the job before it runs it: a result for a job no worker took
+        # was made up by somebody who read the job (its attempt id included).
+        batch.bury(envelope, f"job {job_id}: sent by {worker[:100]!r} for a job no worker has "
+                             f"taken yet")
+        return None
     if recorded and worker != recorded:
         batch.bury(envelope, f"job {job_id}: sent by worker {worker[:100]!r}, but rq gave the "
                              f"job to {recorded[:100]!r}")

@@ -95,6 +95,13 @@ def error(task: Task, error_class: str = "ProgramFailed", message: str = "it bro
     return envelope(task, error={"class": error_class, "message": message, **fields}, **extra)
 
 
+def taken_by(connection: Redis, tasks, worker: str = WORKER) -> None:
+    """Name `worker` on the tasks' rq jobs, as rq does when a worker takes a job: the collector
+    refuses a result for a job whose hash names no worker yet."""
+    for task in tasks:
+        connection.hset(f"rq:job:{task.job_id}", "worker_name", worker)
+
+
 def deliver(campaign: Campaign) -> list:
     """Mark the campaign's pending tasks queued on their next delivery, as the feeder does
     (without putting jobs in Redis); return its tasks in record order, fresh."""

@@ -24,7 +24,8 @@ from campaigns.services.collecting import results_collect
 from campaigns.services.kept_files import kept_file_path
 from campaigns.services.submission import campaign_submit
 from tests.pipeline.collect_helpers import (arg_set_part, deliver, document, envelope, error,
-                                            failed_part, ok, push, refresh, results_of, values)
+                                            failed_part, ok, push, refresh, results_of,
+                                            taken_by, values)
 from workers.runtime.keepfiles import keep_file
 
 
@@ -416,6 +417,7 @@ def test_finished_jobs_leave_nothing_in_redis_and_retried_ones_stay(redis_conn, 
 
     campaign, (done, retried) = submitted(records=2)
     queues_feed(connection=redis_conn, window=10)
+    taken_by(redis_conn, (done, retried))
     for task in (done, retried):  # as a worker leaves them: finished, in the registry, a result
         redis_conn.hset(f"rq:job:{task.job_id}", "status", "finished")
         redis_conn.zadd("rq:finished:pipe:normal", {task.job_id: 1})

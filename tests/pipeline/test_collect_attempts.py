@@ -261,3 +261,21 @@ def test_one_real_failure_among_worker_faults_counts_as_an_attempt(redis_conn, s
     push(redis_conn, ok(task, arg_sets={"a": fault, "b": failed_part()}))
     assert results_collect(connection=redis_conn).retried == 1
     assert (refresh(task).attempts, refresh(task).worker_faults) == (1, 0)
+
+
+def test_a_result_for_a_job_no_worker_has_taken_is_a_dead_letter(redis_conn, submitted):
+    """The job's hash (attempt id and all) is readable by every worker node; a result pushed for
+    it before any worker took it is made up, whatever name it gives."""
+    from campaigns.collector.dead_letters import dead_letters
+    from campaigns.services.feeding import queues_feed
+    from tests.pipeline.collect_helpers import ok, push, refresh, taken_by
+
+    campaign, _ = submitted(records=2)
+    Task.objects.filter(campaign=campaign).update(state="pending", delivery=0)
+    queues_feed(connection=redis_conn, window=10)
+    forged, honest = list(Task.objects.filter(campaign=campaign).order_by("record_id"))
+    taken_by(redis_conn, [honest])
+    push(redis_conn, ok(forged, worker="evil"), ok(honest))
+    report = results_collect(connection=redis_conn)
+    assert (report.done, refresh(forged).state, refresh(honest).state) == (1, "queued", "done")
+    assert "for a job no worker has taken yet" in dead_letters(redis_conn)[0].reason

@@ -18,7 +18,7 @@ from campaigns.services.submission import campaign_submit
 from campaigns.services.kept_files import kept_file_open
 from tests.pipeline.collect_helpers import (REPO, Processes, age_started_registries,
                                             campaign_submitted, envelope, ok, push, results_of,
-                                            states,
+                                            states, taken_by,
                                             wait_for)
 from tests.pipeline.conftest import WATER
 
@@ -79,6 +79,7 @@ def test_a_collector_killed_mid_batch_loses_nothing_and_writes_nothing_twice(
         submitted, processes, redis_conn):
     campaign = submitted(records=3000)
     queues_feed(connection=redis_conn, window=3000)  # as the collector would: attempt ids and all
+    taken_by(redis_conn, Task.objects.filter(campaign=campaign))
     tasks = list(campaign.tasks.all())
     assert {task.delivery for task in tasks} == {1}
     push(redis_conn, *[ok(task) for task in tasks])
@@ -127,6 +128,7 @@ def test_a_malformed_result_fails_its_task_and_the_loop_goes_on(submitted, proce
     campaign = submitted(records=3, max_attempts=1)
     queues_feed(connection=redis_conn, window=3)
     bad = campaign.tasks.order_by("record_id").first()
+    taken_by(redis_conn, [bad])
     push(redis_conn, envelope(bad, result={"record_id": bad.record_id, "status": "maybe"}))
     collector = processes.collector()
     wait_for(lambda: Task.objects.get(pk=bad.pk).state == "failed", timeout=30,
