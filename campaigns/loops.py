@@ -7,21 +7,19 @@ steps so a stop is honoured within a second (as healthchecks' sendreports does).
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
 
-import redis
-from django.db import InterfaceError, OperationalError, connections
+from django.db import connections
 from redis import Redis
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
+from campaigns.locks import COLLECTOR_LOCK_KEY, LockHeld, LockLost, LoopLock
+# The loop helpers, importable from here as before (the feed command, benches and tests).
+from campaigns.loop_signals import (DB_ERRORS, NAP_STEP_S, REDIS_ERRORS,  # noqa: F401
+                                    StopSignals, loop_name)
 from campaigns.pipeline_keys import RESULTS_KEY
-from campaigns.locks import COLLECTOR_LOCK_KEY, LOCK_TTL_S, LockHeld, LockLost, LoopLock
 from campaigns.services.collecting import DEFAULT_LIMIT, DEFAULT_MAX_RESULT_BYTES, results_collect
 from campaigns.services.lifecycle import campaigns_finish
 from campaigns.services.feeding import queues_feed
@@ -29,7 +27,6 @@ from campaigns.services.reconciling import tasks_reconcile
 
 log = logging.getLogger(__name__)
 
-NAP_STEP_S = 1.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_CAP_S = 30.0
 # The default window (settings.FEED_MIN_WINDOW) holds several seconds of the fastest tasks,
@@ -42,49 +39,6 @@ RECONCILE_EVERY_S = 10.0
 IDLE_NAP_S = 2.0
 IDLE_POLL_S = 0.1
 LOCK_WAIT_S = 5.0
-# A database that is briefly away ("database is locked", a PostgreSQL restart) or a Redis blip:
-# the batch stays in Redis, the loop waits and tries again.
-DB_ERRORS = (OperationalError, InterfaceError)
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-def loop_name(role: str) -> str:
-    """A name for one loop process: ROLE.HOST.PID."""
-    return f"{role}.{socket.gethostname()}.{os.getpid()}"
-
-
-class StopSignals:
-    """Turns SIGTERM/SIGINT into `stopping = True` while in use (a context manager)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self, *, name: str, doing: str = "finishing batch") -> None:
-        self.name = name
-        self.doing = doing
-        self.stopping = False
-        self._previous: list = []
-
-    def __enter__(self) -> StopSignals:
-        self._previous = [signal.signal(s, self.request_stop) for s in self.SIGNALS]
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for s, handler in zip(self.SIGNALS, self._previous):
-            signal.signal(s, handler)
-
-    def request_stop(self, signum, frame) -> None:
-        log.info("%s: %s, %s", self.name, signal.Signals(signum).name, self.doing)
-        self.stopping = True
-
-    def nap(self, seconds: float, *, every: Callable[[], None] | None = None) -> None:
-        """Sleep up to `seconds` in steps of at most a second; return early on a stop.
-        `every` (e.g. renewing a lock) runs before each step."""
-        end = time.monotonic() + seconds
-        while not self.stopping and (left := end - time.monotonic()) > 0:
-            if every is not None:
-                every()
-            time.sleep(min(NAP_STEP_S, left))
-
-
 class Backoff:
     """Waits of 1, 2, 4 ... 30 s between attempts; `reset()` after a success."""
 

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from django.utils import timezone
 from redis import Redis
 
+from campaigns.loop_signals import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from campaigns.pipeline_keys import worker_rq_queues
 from workers.models import ScalerEvent, WorkerPool
 from workers.scaler.adapters import (adapter_for, pool_template, pool_work_dir, remote_key,
@@ -32,7 +33,6 @@ from workers.scaler.decisions import (Decision, Limits, PoolDemand, Situation, b
                                       backoff_delay, backoff_waiting, broken_lines, decide,
                                       plural)
 from workers.scaler.events import event_record
-from workers.scaler.signals import DB_ERRORS, REDIS_ERRORS, StopSignals, loop_name
 from workers.scaler.templates import TemplateValues, template_render
 
 log = logging.getLogger(__name__)

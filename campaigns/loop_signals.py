@@ -1,9 +1,6 @@
-"""What the scaler's loop needs to stop cleanly and to sit out outages, without importing the
-collector (campaigns.loops holds the collector's loop and its services; the scaler reads the
-backlog through workers/scaler/backlog.py's selectors only).
-
-StopSignals turns SIGTERM/SIGINT into `stopping = True` and naps in steps of a second, as the
-collector's loop does, so a stop is honoured within a second.
+"""What every long-running loop of the portal needs (the collector's, the feeder's, the
+scaler's): stop signals that finish the step in hand, naps in one-second steps, a name, and the
+errors that mean "database or Redis briefly away". No collector here: the scaler imports it.
 """
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import os
 import signal
 import socket
 import time
+from typing import Callable
 
 import redis
 from django.db import InterfaceError, OperationalError
@@ -19,6 +17,7 @@ from django.db import InterfaceError, OperationalError
 log = logging.getLogger(__name__)
 
 NAP_STEP_S = 1.0
+# A database that is briefly away ("database is locked", a PostgreSQL restart) or a Redis blip.
 DB_ERRORS = (OperationalError, InterfaceError)
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -33,7 +32,7 @@ class StopSignals:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, *, name: str, doing: str) -> None:
+    def __init__(self, *, name: str, doing: str = "finishing batch") -> None:
         self.name = name
         self.doing = doing
         self.stopping = False
@@ -51,8 +50,11 @@ class StopSignals:
         log.info("%s: %s, %s", self.name, signal.Signals(signum).name, self.doing)
         self.stopping = True
 
-    def nap(self, seconds: float) -> None:
-        """Sleep up to `seconds` in steps of at most a second; return early on a stop."""
+    def nap(self, seconds: float, *, every: Callable[[], None] | None = None) -> None:
+        """Sleep up to `seconds` in steps of at most a second; return early on a stop.
+        `every` (e.g. renewing a lock) runs before each step."""
         end = time.monotonic() + seconds
         while not self.stopping and (left := end - time.monotonic()) > 0:
+            if every is not None:
+                every()
             time.sleep(min(NAP_STEP_S, left))
