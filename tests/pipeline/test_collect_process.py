@@ -12,7 +12,8 @@ from campaigns.collector.dead_letters import dead_letters_count
 from campaigns.models import Campaign, Task
 from campaigns.pipeline_keys import RESULTS_KEY
 from tests.pipeline.collect_helpers import (Processes, campaign_submitted, envelope,
-                                            ok, push, results_of, states, values, wait_for)
+                                            ok, push, results_of, states, taken_by, values,
+                                            wait_for)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +31,14 @@ def queued(processes: Processes, campaign: Campaign):
     count = campaign.tasks.count()
     wait_for(lambda: states(campaign) == {"queued": count}, timeout=30,
              what="the tasks to be queued", processes=(collector,))
-    return collector, list(campaign.tasks.order_by("record_id"))
+    tasks = list(campaign.tasks.order_by("record_id"))
+    taken_by(processes_redis(processes), tasks)  # as workers taking the jobs would
+    return collector, tasks
+
+
+def processes_redis(processes: Processes):
+    from redis import Redis
+    return Redis.from_url(processes.redis_url)
 
 
 def poison(tasks: list[Task]) -> list[bytes]:

@@ -17,7 +17,7 @@ from campaigns.services.lifecycle import campaign_launch
 from campaigns.stores import mongodb, store_for
 from tests.campaigns.test_stores import mongomock_add_update_without_sort
 from tests.campaigns.test_stores_mongodb_live import LIVE_DATABASE, LIVE_STORE_PARAMS, LIVE_URL
-from tests.pipeline.collect_helpers import ok, push, values
+from tests.pipeline.collect_helpers import ok, push, taken_by, values
 from tests.pipeline.conftest import WATER
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +59,7 @@ def test_a_campaign_on_a_mongodb_dataset_runs_through_submit_feed_and_collect(
     kwargs = json.loads(zlib.decompress(job))[3]
     assert kwargs["record"] == {"id": "w1", "input": {**WATER, "tag": 1}}
 
+    taken_by(redis_conn, tasks.values())
     push(redis_conn, *(ok(task, arg_sets={"a": {"status": "ok", "values": values(-5.1),
                                                 "error": None}}) for task in tasks.values()))
     collected = results_collect(connection=redis_conn)

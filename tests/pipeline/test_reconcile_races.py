@@ -13,7 +13,8 @@ from campaigns.services.collecting import results_collect
 from campaigns.services.feeding import queues_feed
 from campaigns.services.lifecycle import campaign_cancel
 from campaigns.services.reconciling import tasks_reconcile
-from tests.pipeline.collect_helpers import campaign_submitted, ok, push, refresh, states
+from tests.pipeline.collect_helpers import (campaign_submitted, ok, push, refresh, states,
+                                            taken_by)
 
 OLD = "2026-01-01T00:00:00.000000Z"
 
@@ -44,6 +45,7 @@ def test_a_result_collected_meanwhile_is_not_overwritten(fed, redis_conn, monkey
     for task in (late, other):  # both ended long ago in rq, no result seen yet
         redis_conn.hset(Job.key_for(task.job_id), mapping={"status": "finished",
                                                            "ended_at": OLD})
+    taken_by(redis_conn, (late, other))
     envelope = {**ok(late), "attempt": reconciling.rq_layout.job_attempts(
         redis_conn, [late.job_id])[0]}
     between_read_and_write(monkeypatch, lambda: (push(redis_conn, envelope),
