@@ -1,6 +1,6 @@
 """Smoke test of bench/bench_chaos.py: a small campaign through real workers and the real
-collector under every kind of fault the bench injects (SIGKILLed workers and collector, Redis
-restarted empty, the SQLite database locked, poison and forged envelopes) must end with every
+collector under the faults the bench injects (SIGKILLed workers and collector, the SQLite
+database locked, poison and forged envelopes; Redis restarts: see RESTART) must end with every
 task terminal, no result lost and no collector exit the bench did not cause itself.
 
 The bench runs once, as a subprocess, with tiny numbers; the tests read its printed table. On
@@ -26,8 +26,8 @@ TASKS = 300
 # while tasks are still out. One fault of each process kind, each envelope kind once.
 ARGV = ["--tasks", str(TASKS), "--workers", "2", "--seconds", "20", "--task-seconds", "0.15",
         "--no-baseline", "--db", "sqlite", "--seed", "7", "--worker-kills", "2",
-        "--collector-kills", "2", "--redis-restarts", "1", "--db-locks", "1",
-        "--lock-seconds", "5", "--poison-rounds", "1", "--bomb-mb", "50", "--stall", "150",
+        "--collector-kills", "2", "--redis-restarts", "0", "--db-locks", "1",
+        "--lock-seconds", "5", "--poison-rounds", "1", "--bomb-mb", "50", "--stall", "300",
         "--timeout", "600"]
 RUN_TIMEOUT_S = 1200
 
@@ -35,6 +35,9 @@ RUN_TIMEOUT_S = 1200
 @pytest.fixture(scope="module")
 def table() -> str:
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    # A SIGKILLed worker's task is WorkerLost once rq's heartbeat deadline (the job timeout,
+    # 60 s, plus 60 s) and reconcile's grace have passed: a short grace keeps the run short.
+    env["HTPORTAL_RECONCILE_GRACE_S"] = "5"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_chaos.py"), *ARGV],
                           cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
@@ -55,8 +58,16 @@ def value(table: str, name: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
+# No Redis restart here: one that wipes a job's hash leaves no worker name to check a forged
+# result against, and the attempt id alone then lets it in (docs/security-redis.md, "What
+# attribution of results can and cannot do"); the full bench measures that case, and
+# tests/pipeline/test_faults.py restarts Redis under a real campaign.
+RESTART = "Redis restarted empty"
+
+
 def test_it_injects_every_kind_of_fault(table):
-    kinds = bench_chaos.PROCESS_KINDS + bench_chaos.POISON_KINDS + bench_chaos.FORGED_KINDS
+    kinds = [kind for kind in bench_chaos.PROCESS_KINDS if kind != RESTART]
+    kinds += bench_chaos.POISON_KINDS + bench_chaos.FORGED_KINDS
     assert {kind: value(table, f"faults: {kind}") >= 1 for kind in kinds} == \
         {kind: True for kind in kinds}, shown(table)
 
